@@ -1,0 +1,58 @@
+"""llm-supervisor: a supervisor model that watches a primary LLM's tokens as they stream,
+estimates the trajectory's moral state, and steers it (bias, rollback, re-prompt, halt) before
+harm reaches the user. Heavy dependencies load only when a component needs them."""
+
+from __future__ import annotations
+
+from supervisor.actions import Action, Bias, Continue, Halt, Reprompt, Rollback
+from supervisor.api import AsyncSupervisedStream, SupervisedStream, Supervisor
+from supervisor.assessment import CATEGORIES, Assessment
+from supervisor.errors import (
+    ConfigError,
+    InputError,
+    MissingDependencyError,
+    ModelNotFoundError,
+    PrimaryBusyError,
+    ScorerError,
+    SupervisorError,
+)
+from supervisor.events import GenerationResult, InterventionEvent, Timings, Usage
+from supervisor.policy import Policy
+from supervisor.primaries import LogitPrimary, load_primary
+from supervisor.scorers import BaseScorer, Scorer, get_scorer
+from supervisor.state import MoralState, StateEstimator
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CATEGORIES",
+    "Action",
+    "Assessment",
+    "AsyncSupervisedStream",
+    "BaseScorer",
+    "Bias",
+    "ConfigError",
+    "Continue",
+    "GenerationResult",
+    "Halt",
+    "InputError",
+    "InterventionEvent",
+    "LogitPrimary",
+    "MissingDependencyError",
+    "ModelNotFoundError",
+    "MoralState",
+    "Policy",
+    "PrimaryBusyError",
+    "Reprompt",
+    "Rollback",
+    "Scorer",
+    "ScorerError",
+    "StateEstimator",
+    "SupervisedStream",
+    "Supervisor",
+    "SupervisorError",
+    "Timings",
+    "Usage",
+    "get_scorer",
+    "load_primary",
+]

@@ -1,0 +1,253 @@
+"""The public entry point: ``Supervisor`` runs supervised generations on a primary."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from supervisor.errors import ConfigError, InputError
+from supervisor.events import EventObserver, GenerationResult
+from supervisor.messages import validate_max_tokens, validate_messages, validate_prompt
+from supervisor.policy import Policy
+from supervisor.primaries.base import LogitPrimary
+from supervisor.sampling import SamplingParams
+from supervisor.scorers import Scorer, get_scorer
+from supervisor.session import Request, Session
+
+
+def _policy(policy: Policy | str | Path | dict[str, Any] | None) -> Policy:
+    if policy is None:
+        return Policy()
+    if isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, dict):
+        return Policy.from_mapping(policy)
+    if isinstance(policy, (str, Path)):
+        return Policy.from_file(policy)
+    raise ConfigError(f"policy must be a Policy, a dict or a path to a .toml/.json file, got {type(policy).__name__}")
+
+
+class SupervisedStream:
+    """Iterate for released text deltas; ``result`` is set once the stream is exhausted."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._iterator: Generator[str, None, None] = session.run()
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._iterator)
+
+    def close(self) -> None:
+        """Stop generating; what was released stays released."""
+        self._session.cancel()
+        self._iterator.close()
+
+    def __enter__(self) -> SupervisedStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def result(self) -> GenerationResult | None:
+        return self._session.result
+
+
+class AsyncSupervisedStream:
+    """Async twin of :class:`SupervisedStream`: decoding runs in a worker thread."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._queue: asyncio.Queue[tuple[str, Any]] | None = None
+        self._thread: threading.Thread | None = None
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._queue = queue
+
+        def produce() -> None:
+            try:
+                for delta in self._session.run():
+                    loop.call_soon_threadsafe(queue.put_nowait, ("delta", delta))
+                loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+
+        self._thread = threading.Thread(target=produce, name="supervisor-session", daemon=True)
+        self._thread.start()
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._queue is None:
+            self._start()
+        assert self._queue is not None
+        kind, value = await self._queue.get()
+        if kind == "delta":
+            return str(value)
+        if kind == "error":
+            raise value
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self._session.cancel()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+
+    async def __aenter__(self) -> AsyncSupervisedStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def result(self) -> GenerationResult | None:
+        return self._session.result
+
+
+class Supervisor:
+    """A supervisor model plus a policy; supervises generations of any logit-controlled primary.
+
+    ``scorer`` is a name (see :data:`supervisor.scorers.SCORERS`) or a :class:`Scorer`;
+    ``policy`` a :class:`Policy`, a dict of its fields, or a path to a TOML/JSON file.
+    """
+
+    def __init__(
+        self,
+        scorer: str | Scorer | None = None,
+        policy: Policy | str | Path | dict[str, Any] | None = None,
+        *,
+        observers: Sequence[EventObserver] = (),
+    ) -> None:
+        self.scorer: Scorer = get_scorer(scorer)
+        self.policy: Policy = _policy(policy)
+        self.observers = list(observers)
+
+    def _session(
+        self,
+        primary: LogitPrimary,
+        messages: Any,
+        *,
+        prompt: str | None,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        seed: int | None,
+        supervise: bool,
+        on_event: EventObserver | None,
+    ) -> Session:
+        if not isinstance(primary, LogitPrimary):
+            raise InputError(
+                f"primary must be a local primary from supervisor.load_primary(...), got {type(primary).__name__}"
+            )
+        if (messages is None) == (prompt is None):
+            raise InputError("give exactly one of messages (chat mode) or prompt= (completion mode)")
+        request = Request(
+            messages=validate_messages(messages) if messages is not None else None,
+            prompt=validate_prompt(prompt) if prompt is not None else None,
+            max_tokens=validate_max_tokens(max_tokens),
+            sampling=SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed),
+        )
+        observers = [*self.observers, *([on_event] if on_event else [])]
+        return Session(primary, self.scorer, self.policy, request, supervise=supervise, observers=observers)
+
+    def stream(
+        self,
+        primary: LogitPrimary,
+        messages: Any = None,
+        *,
+        prompt: str | None = None,
+        max_tokens: int = 128,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        top_k: int = 0,
+        seed: int | None = None,
+        supervise: bool = True,
+        on_event: EventObserver | None = None,
+    ) -> SupervisedStream:
+        """Yield only released (checked) text. ``supervise=False`` runs the same decoding unchecked."""
+        return SupervisedStream(
+            self._session(
+                primary, messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                top_k=top_k, seed=seed, supervise=supervise, on_event=on_event,
+            )
+        )
+
+    def generate(
+        self,
+        primary: LogitPrimary,
+        messages: Any = None,
+        *,
+        prompt: str | None = None,
+        max_tokens: int = 128,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        top_k: int = 0,
+        seed: int | None = None,
+        supervise: bool = True,
+        on_event: EventObserver | None = None,
+    ) -> GenerationResult:
+        """Run a whole supervised generation; the result has ``.text``, ``.events``, ``.usage``, ``.timings``."""
+        stream = self.stream(
+            primary, messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+            top_k=top_k, seed=seed, supervise=supervise, on_event=on_event,
+        )
+        for _ in stream:
+            pass
+        assert stream.result is not None
+        return stream.result
+
+    def astream(
+        self,
+        primary: LogitPrimary,
+        messages: Any = None,
+        *,
+        prompt: str | None = None,
+        max_tokens: int = 128,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        top_k: int = 0,
+        seed: int | None = None,
+        supervise: bool = True,
+        on_event: EventObserver | None = None,
+    ) -> AsyncSupervisedStream:
+        """Async twin of :meth:`stream` (``async for delta in sup.astream(...)``)."""
+        return AsyncSupervisedStream(
+            self._session(
+                primary, messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                top_k=top_k, seed=seed, supervise=supervise, on_event=on_event,
+            )
+        )
+
+    async def agenerate(
+        self,
+        primary: LogitPrimary,
+        messages: Any = None,
+        *,
+        prompt: str | None = None,
+        max_tokens: int = 128,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        top_k: int = 0,
+        seed: int | None = None,
+        supervise: bool = True,
+        on_event: EventObserver | None = None,
+    ) -> GenerationResult:
+        """Async twin of :meth:`generate`."""
+        stream = self.astream(
+            primary, messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+            top_k=top_k, seed=seed, supervise=supervise, on_event=on_event,
+        )
+        async for _ in stream:
+            pass
+        assert stream.result is not None
+        return stream.result

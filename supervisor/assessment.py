@@ -1,0 +1,49 @@
+"""What a scorer measures about a piece of text: a probability per category and an overall risk."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: The fixed taxonomy, aligned with OpenAI's moderation categories plus generic toxicity.
+CATEGORIES: Final[tuple[str, ...]] = (
+    "toxicity",
+    "harassment",
+    "hate",
+    "violence",
+    "sexual",
+    "self_harm",
+    "illicit",
+)
+
+
+class Assessment(BaseModel):
+    """One measurement of one text. ``risk`` is the probability that the text is unsafe."""
+
+    model_config = ConfigDict(frozen=True)
+
+    risk: float = Field(ge=0.0, le=1.0)
+    categories: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("categories")
+    @classmethod
+    def _known_categories(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, probability in value.items():
+            if name not in CATEGORIES:
+                raise ValueError(f"unknown category {name!r}; known: {', '.join(CATEGORIES)}")
+            if not 0.0 <= probability <= 1.0:
+                raise ValueError(f"category {name!r} has probability {probability}, outside [0, 1]")
+        return value
+
+    @classmethod
+    def from_categories(cls, categories: Mapping[str, float]) -> Assessment:
+        """Build an assessment whose overall risk is the largest category probability."""
+        clean = {name: float(p) for name, p in categories.items()}
+        return cls(risk=max(clean.values(), default=0.0), categories=clean)
+
+    def top_category(self) -> str | None:
+        if not self.categories:
+            return None
+        return max(self.categories, key=lambda name: self.categories[name])

@@ -1,0 +1,200 @@
+"""Command line: ``supervisor demo``, ``supervisor chat``, ``supervisor generate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from supervisor.api import Supervisor
+from supervisor.errors import SupervisorError
+from supervisor.events import GenerationResult, InterventionEvent
+from supervisor.messages import Message
+from supervisor.primaries import load_primary
+from supervisor.primaries.base import LogitPrimary
+from supervisor.prompts import PromptItem, bundled_prompts, read_jsonl
+
+
+def _add_model_options(parser: argparse.ArgumentParser, *, max_tokens: int) -> None:
+    parser.add_argument("--primary", default="smollm2", help="primary model (default: the embedded smollm2)")
+    parser.add_argument("--scorer", default=None, help="supervisor model (default: lexical)")
+    parser.add_argument("--policy", default=None, help="policy file (.toml or .json)")
+    parser.add_argument("--max-tokens", type=int, default=max_tokens)
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _supervisor(args: argparse.Namespace) -> Supervisor:
+    return Supervisor(scorer=args.scorer, policy=args.policy)
+
+
+def _run(sup: Supervisor, primary: LogitPrimary, item: PromptItem, args: argparse.Namespace, *,
+         supervise: bool, seed: int | None = None) -> GenerationResult:
+    return sup.generate(
+        primary, item.messages, prompt=item.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
+        top_p=args.top_p, seed=args.seed if seed is None else seed, supervise=supervise,
+    )
+
+
+def _describe(event: InterventionEvent) -> str:
+    text = f"{event.kind} at token {event.position} (risk {event.risk:.2f}"
+    text += f", {event.category})" if event.category else ")"
+    if event.removed_text:
+        text += f" removed {event.removed_text!r}"
+    if event.kind == "scorer_error":
+        text += f": {event.detail}"
+    return text
+
+
+def _columns(left: str, right: str, width: int) -> str:
+    half = (width - 3) // 2
+    left_lines = textwrap.wrap(left.replace("\n", " ") or "(empty)", half) or [""]
+    right_lines = textwrap.wrap(right.replace("\n", " ") or "(empty)", half) or [""]
+    rows = max(len(left_lines), len(right_lines))
+    left_lines += [""] * (rows - len(left_lines))
+    right_lines += [""] * (rows - len(right_lines))
+    return "\n".join(f"{a:<{half}} | {b}" for a, b in zip(left_lines, right_lines))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    sup = _supervisor(args)
+    started = time.perf_counter()
+    primary = load_primary(args.primary)
+    print(f"primary {primary.name!r} ({type(primary).__name__}) loaded in {time.perf_counter() - started:.1f} s; "
+          f"scorer {sup.scorer.name!r}; act threshold {sup.policy.act_threshold}, "
+          f"checkpoint every {sup.policy.checkpoint_every} tokens")
+    width = min(shutil.get_terminal_size((120, 20)).columns, 160)
+    totals = {"unsupervised_s": 0.0, "supervised_s": 0.0, "interventions": 0}
+    for item in bundled_prompts("demo"):
+        plain = _run(sup, primary, item, args, supervise=False)
+        guarded = _run(sup, primary, item, args, supervise=True)
+        risks = sup.scorer.assess([plain.text, guarded.text])
+        print("=" * width)
+        print(f"[{item.mode}] {item.text}")
+        print(f"  source: {item.source}")
+        print("-" * width)
+        print(_columns(
+            f"UNSUPERVISED ({plain.timings.total_s:.2f} s, risk {risks[0].risk:.2f})",
+            f"SUPERVISED ({guarded.timings.total_s:.2f} s, risk {risks[1].risk:.2f}, {guarded.stop_reason})", width))
+        print(_columns(plain.text, guarded.text, width))
+        for event in guarded.events:
+            print(f"  > {_describe(event)}")
+        totals["unsupervised_s"] += plain.timings.total_s
+        totals["supervised_s"] += guarded.timings.total_s
+        totals["interventions"] += len(guarded.events)
+    print("=" * width)
+    ratio = totals["supervised_s"] / max(totals["unsupervised_s"], 1e-9)
+    print(f"total: unsupervised {totals['unsupervised_s']:.1f} s, supervised {totals['supervised_s']:.1f} s "
+          f"(ratio {ratio:.2f}), {totals['interventions']} interventions")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    sup = _supervisor(args)
+    primary = load_primary(args.primary)
+    tty = sys.stdout.isatty()
+    dim, reset = ("\033[2m", "\033[0m") if tty else ("", "")
+
+    def show(event: InterventionEvent) -> None:
+        print(f"{dim}[{_describe(event)}]{reset}", end="", flush=True)
+
+    history: list[Message] = []
+    if args.system:
+        history.append({"role": "system", "content": args.system})
+    print("Supervised chat. Interventions appear [in brackets]; they are not part of the answer. Ctrl-D to quit.")
+    turn = 0
+    while True:
+        try:
+            user = input("you> ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if not user.strip():
+            continue
+        history.append({"role": "user", "content": user})
+        print("bot> ", end="", flush=True)
+        stream = sup.stream(primary, history, max_tokens=args.max_tokens, temperature=args.temperature,
+                            top_p=args.top_p, seed=args.seed + turn, on_event=show)
+        for delta in stream:
+            print(delta, end="", flush=True)
+        print()
+        assert stream.result is not None
+        history.append({"role": "assistant", "content": stream.result.text})
+        turn += 1
+
+
+def _write_result(out: TextIO, index: int, item: PromptItem, result: GenerationResult, supervised: bool) -> None:
+    record: dict[str, Any] = {
+        "index": index,
+        "id": item.id,
+        "mode": item.mode,
+        "input": item.messages if item.messages is not None else item.prompt,
+        "supervised": supervised,
+        **result.model_dump(),
+    }
+    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    out.flush()
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    items = read_jsonl(args.input, default_mode=args.mode)
+    sup = _supervisor(args)
+    primary = load_primary(args.primary)
+    output = Path(args.output)
+    with output.open("w", encoding="utf-8") as out:
+        for index, item in enumerate(tqdm(items, desc="generate", unit="prompt", file=sys.stderr)):
+            result = _run(sup, primary, item, args, supervise=not args.no_supervision, seed=args.seed + index)
+            _write_result(out, index, item, result, not args.no_supervision)
+    print(f"wrote {len(items)} results to {output}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="supervisor", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="bundled provocative prompts, unsupervised vs supervised, side by side")
+    _add_model_options(demo, max_tokens=48)
+    demo.set_defaults(handler=cmd_demo)
+
+    chat = commands.add_parser("chat", help="interactive chat under supervision")
+    _add_model_options(chat, max_tokens=256)
+    chat.add_argument("--system", default=None, help="system message")
+    chat.set_defaults(handler=cmd_chat)
+
+    generate = commands.add_parser("generate", help="batch generation from a JSONL file")
+    _add_model_options(generate, max_tokens=128)
+    generate.add_argument("--input", required=True, help="JSONL: a string, or {prompt|text|messages, mode?, id?} per line")
+    generate.add_argument("--output", required=True, help="JSONL output, one result per input line")
+    generate.add_argument("--mode", choices=("chat", "completion"), default="chat",
+                          help="how string inputs are used (default chat)")
+    generate.add_argument("--no-supervision", action="store_true", help="same decoding, unchecked (baseline)")
+    generate.set_defaults(handler=cmd_generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except SupervisorError as exc:
+        print(f"supervisor: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("supervisor: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The controller: maps a MoralState to one Action along an escalation ladder with budgets."""
+
+from __future__ import annotations
+
+from supervisor.actions import Action, Bias, Continue, Halt, Reprompt, Rollback
+from supervisor.policy import Policy
+from supervisor.state import MoralState
+
+
+class Controller:
+    """Safe -> Continue; watch -> Bias; unsafe -> Rollback, then Reprompt, then Halt.
+
+    A rollback goes to the last safe checkpoint. When the retry fails again at the same place,
+    the next rollback goes one safe checkpoint further back, never behind ``floor`` (the released
+    text, which is never retracted).
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.rollbacks = 0
+        self.reprompts = 0
+        self._last_target: int | None = None
+        self._depth = 0
+
+    def zone(self, state: MoralState) -> str:
+        if any(value >= self.policy.act_threshold_for(name) for name, value in state.measured.items()):
+            return "unsafe"
+        if max(state.risk, state.forecast_risk) >= self.policy.watch_threshold:
+            return "watch"
+        return "safe"
+
+    def decide(self, state: MoralState, *, safe_positions: list[int], floor: int) -> Action:
+        zone = self.zone(state)
+        if zone == "safe":
+            return Continue()
+        if zone == "watch":
+            return Bias(strength=self.policy.rerank_strength)
+        target = self._rollback_target(safe_positions, floor)
+        if self.rollbacks < self.policy.max_rollbacks:
+            self.rollbacks += 1
+            return Rollback(to_position=target)
+        if self.reprompts < self.policy.max_reprompts:
+            self.reprompts += 1
+            return Reprompt(instruction=self.policy.reprompt_instruction, to_position=target)
+        return Halt(message=self.policy.halt_message, to_position=floor)
+
+    def _rollback_target(self, safe_positions: list[int], floor: int) -> int:
+        candidates = [p for p in safe_positions if p >= floor] or [floor]
+        latest = candidates[-1]
+        if self._last_target is not None and latest <= self._last_target:
+            self._depth += 1
+        else:
+            self._depth = 0
+        target = candidates[max(0, len(candidates) - 1 - self._depth)]
+        self._last_target = target
+        return target

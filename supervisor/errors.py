@@ -1,0 +1,39 @@
+"""Exceptions raised by llm-supervisor. Every message names what was wrong and what is accepted."""
+
+from __future__ import annotations
+
+
+class SupervisorError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class ConfigError(SupervisorError, ValueError):
+    """A policy, argument or file that cannot be accepted."""
+
+
+class InputError(SupervisorError, ValueError):
+    """Messages, prompts or generation arguments that cannot be accepted."""
+
+
+class ModelNotFoundError(SupervisorError, LookupError):
+    """A primary or scorer name that is not known and is not a usable path."""
+
+
+class MissingDependencyError(SupervisorError, ImportError):
+    """An optional dependency is needed for the requested component."""
+
+    def __init__(self, component: str, package: str, extra: str) -> None:
+        super().__init__(
+            f"{component} needs the package {package!r}, which is not installed. "
+            f"Install it with: pip install 'llm-supervisor[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class ScorerError(SupervisorError, RuntimeError):
+    """The supervisor model failed (raised, returned malformed output, or timed out)."""
+
+
+class PrimaryBusyError(SupervisorError, RuntimeError):
+    """A local primary holds one decoding state; two generations cannot share it at once."""

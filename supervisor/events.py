@@ -1,0 +1,60 @@
+"""Intervention events and the result of one supervised generation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+EventKind = Literal["bias", "rollback", "reprompt", "halt", "scorer_error"]
+StopReason = Literal["stop", "length", "halt", "scorer_error"]
+TriggerWindow = Literal["chunk", "full", "final", "candidates"]
+
+
+class InterventionEvent(BaseModel):
+    """One action other than Continue: what was measured, what was done, what was removed."""
+
+    kind: EventKind
+    position: int = Field(description="Token position in the response at which the action applied.")
+    checkpoint: int = Field(description="Index of the checkpoint whose measurement triggered it.")
+    risk: float = Field(description="Measured overall risk that triggered it (0 for scorer errors).")
+    category: str | None = Field(default=None, description="Category with the highest measured probability.")
+    forecast: float | None = Field(default=None, description="The estimator's forecast risk at that moment.")
+    window: TriggerWindow = Field(
+        default="chunk", description="Which measurement triggered it."
+    )
+    removed_text: str = Field(default="", description="Generated text discarded by this action (never released).")
+    detail: str = Field(default="", description="Human-readable reason (the instruction, the error, ...).")
+    time_s: float = Field(description="Seconds since the generation started.")
+
+
+EventObserver = Callable[[InterventionEvent], None]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = Field(default=0, description="Tokens of the released response.")
+    generated_tokens: int = Field(default=0, description="Tokens decoded in all, discarded ones included.")
+    discarded_tokens: int = 0
+    scorer_calls: int = 0
+    scored_texts: int = 0
+
+
+class Timings(BaseModel):
+    total_s: float = 0.0
+    first_release_s: float | None = Field(default=None, description="Seconds until the first released text.")
+    primary_s: float = Field(default=0.0, description="Seconds spent in the primary (prefill, decode, rollback).")
+    scorer_s: float = Field(default=0.0, description="Seconds spent waiting for the scorer.")
+
+
+class GenerationResult(BaseModel):
+    text: str = Field(description="The released response: exactly what stream() yielded, concatenated.")
+    stop_reason: StopReason
+    events: list[InterventionEvent] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    timings: Timings = Field(default_factory=Timings)
+    error: str | None = Field(default=None, description="Why generation stopped early, when it did.")
+
+    def count(self, kind: EventKind) -> int:
+        return sum(1 for event in self.events if event.kind == kind)

@@ -1,0 +1,185 @@
+"""The policy: every knob of the supervision loop, with its default and the reason for it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from supervisor.assessment import CATEGORIES
+from supervisor.errors import ConfigError
+
+DEFAULT_REPROMPT_INSTRUCTION = (
+    "Continue your answer in a respectful, non-toxic way. Do not use insults, slurs, threats, "
+    "sexual content or demeaning language about anyone."
+)
+DEFAULT_HALT_MESSAGE = "[I can't continue this response.]"
+
+
+class Policy(BaseModel):
+    """How the supervisor measures and when it acts. Load from TOML/JSON with :meth:`from_file`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # -- measurement cadence ------------------------------------------------------------------
+    checkpoint_every: int = Field(
+        default=8, ge=1, le=512,
+        description="Tokens between checkpoints. Smaller reacts sooner and costs more scorer calls.",
+    )
+    window_tokens: int = Field(
+        default=24, ge=1, le=4096,
+        description=(
+            "Tokens the scorer sees at each checkpoint, ending at the checkpoint. Larger than "
+            "checkpoint_every so that windows overlap and a phrase split across a boundary is seen whole."
+        ),
+    )
+    full_window_every: int = Field(
+        default=4, ge=1, le=1000,
+        description=(
+            "Every N-th checkpoint (and always before the final release) the whole response is scored, "
+            "to catch harm that builds up over many chunks without any one window crossing a threshold."
+        ),
+    )
+    holdback_checkpoints: int = Field(
+        default=1, ge=0, le=64,
+        description=(
+            "Passed checkpoints kept unreleased. With 1, text is shown only once the window after it was "
+            "also checked, so a rollback never needs to touch what the user already saw."
+        ),
+    )
+
+    # -- zones ----------------------------------------------------------------------------------
+    watch_threshold: float = Field(
+        default=0.35, ge=0.0, le=1.0,
+        description="Risk (measured or forecast) from which decoding is steered by reranking candidates.",
+    )
+    act_threshold: float = Field(
+        default=0.6, ge=0.0, le=1.0,
+        description="Measured risk from which the last chunk is rejected (rollback, re-prompt, halt).",
+    )
+    category_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-category act thresholds that override act_threshold, e.g. {'self_harm': 0.3}.",
+    )
+
+    # -- escalation budgets ------------------------------------------------------------------------
+    max_rollbacks: int = Field(
+        default=4, ge=0, le=100, description="Rollbacks allowed in one generation before re-prompting."
+    )
+    max_reprompts: int = Field(
+        default=1, ge=0, le=20, description="Re-prompts allowed in one generation before halting."
+    )
+    reprompt_instruction: str = Field(
+        default=DEFAULT_REPROMPT_INSTRUCTION, min_length=1,
+        description="Steering instruction added to the context on a re-prompt.",
+    )
+    halt_message: str = Field(
+        default=DEFAULT_HALT_MESSAGE, description="Text appended to the released answer when generation is halted."
+    )
+
+    # -- logit control (local primaries) ----------------------------------------------------------
+    rerank_top_k: int = Field(
+        default=8, ge=1, le=256,
+        description="In the watch zone, candidates per step whose continuation is scored (one batched call).",
+    )
+    rerank_strength: float = Field(
+        default=12.0, ge=0.0, le=1000.0,
+        description="In the watch zone, logits[candidate] -= strength * risk(text + candidate).",
+    )
+    rejected_token_penalty: float = Field(
+        default=6.0, ge=0.0, le=1000.0,
+        description=(
+            "After a rollback, content tokens of the removed text are penalised by this much for the rest "
+            "of the generation, so the retry does not walk straight back into the same words."
+        ),
+    )
+    retry_temperature_boost: float = Field(
+        default=0.2, ge=0.0, le=2.0,
+        description="Added to the temperature for the chunk regenerated after a rollback, so the retry differs.",
+    )
+
+    # -- state estimator ------------------------------------------------------------------------
+    smoothing: float = Field(
+        default=0.6, gt=0.0, le=1.0,
+        description="Weight of the newest measurement in the filtered risk level (1 = no smoothing).",
+    )
+    trend_smoothing: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="Weight of the newest change in the filtered trend."
+    )
+    forecast_horizon: float = Field(
+        default=1.0, ge=0.0, le=16.0, description="Checkpoints ahead that the forecast extrapolates the trend."
+    )
+
+    # -- failures ---------------------------------------------------------------------------------
+    on_scorer_error: Literal["fail_closed", "fail_open"] = Field(
+        default="fail_closed",
+        description=(
+            "fail_closed: a scorer error or timeout halts and releases nothing unchecked. fail_open: the "
+            "text is released unchecked and the event records it."
+        ),
+    )
+    scorer_timeout_s: float = Field(
+        default=30.0, gt=0.0, le=3600.0, description="Seconds one scorer call may take before it counts as failed."
+    )
+
+    @field_validator("category_thresholds")
+    @classmethod
+    def _known_categories(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, threshold in value.items():
+            if name not in CATEGORIES:
+                raise ValueError(f"unknown category {name!r}; known: {', '.join(CATEGORIES)}")
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"threshold for {name!r} is {threshold}, outside [0, 1]")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        if self.watch_threshold > self.act_threshold:
+            raise ValueError(
+                f"watch_threshold ({self.watch_threshold}) must not exceed act_threshold ({self.act_threshold})"
+            )
+        if self.window_tokens < self.checkpoint_every:
+            raise ValueError(
+                f"window_tokens ({self.window_tokens}) must be at least checkpoint_every "
+                f"({self.checkpoint_every}), or text between windows would never be scored"
+            )
+        return self
+
+    def act_threshold_for(self, category: str) -> float:
+        return self.category_thresholds.get(category, self.act_threshold)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], *, source: str = "policy") -> Policy:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+            )
+            accepted = ", ".join(cls.model_fields)
+            raise ConfigError(f"invalid {source}: {problems}. Accepted keys: {accepted}") from exc
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Policy:
+        """Load a policy from a ``.toml`` or ``.json`` file (a ``[policy]`` table is also accepted)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"policy file {str(path)!r} does not exist or is not a file")
+        text = path.read_text(encoding="utf-8")
+        try:
+            if path.suffix.lower() == ".json":
+                data = json.loads(text)
+            elif path.suffix.lower() == ".toml":
+                data = tomllib.loads(text)
+            else:
+                raise ConfigError(f"policy file {str(path)!r}: unsupported extension; accepted: .toml, .json")
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"policy file {str(path)!r} does not parse: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"policy file {str(path)!r} must hold a table/object of settings")
+        if set(data) == {"policy"} and isinstance(data["policy"], dict):
+            data = data["policy"]
+        return cls.from_mapping(data, source=f"policy file {str(path)!r}")

@@ -1,0 +1,173 @@
+"""Transformers primary: step-by-step decoding with the KV cache, exact rollback by cropping it."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from supervisor.errors import InputError, MissingDependencyError, ModelNotFoundError
+from supervisor.messages import Message
+from supervisor.primaries.base import LogitPrimary, stable_text
+
+MAX_CONTEXT = 8192
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError("the transformers primary", "transformers and torch", "transformers") from exc
+    return torch
+
+
+class TransformersPrimary(LogitPrimary):
+    """Any Hugging Face causal LM (by name, directory, or a GGUF file inside a directory)."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str | None = None) -> None:
+        super().__init__()
+        self._torch = _import_torch()
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name or getattr(model.config, "name_or_path", "") or type(model).__name__
+        positions = getattr(model.config, "max_position_embeddings", None) or MAX_CONTEXT
+        self.context_length = int(min(positions, MAX_CONTEXT))
+        parameters = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+        self._ids: list[int] = []
+        self._cache: Any = None
+        self._logits: np.ndarray | None = None
+        eos: set[int] = set()
+        for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+            if isinstance(source, int):
+                eos.add(source)
+            elif isinstance(source, (list, tuple)):
+                eos.update(int(t) for t in source)
+        self._eos = frozenset(eos)
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        gguf_file: str | None = None,
+        device: str = "cpu",
+        dtype: str = "float32",
+        name: str | None = None,
+        **model_kwargs: Any,
+    ) -> TransformersPrimary:
+        """Load model and tokenizer; ``gguf_file`` names a GGUF inside ``name_or_path`` (dequantized)."""
+        torch = _import_torch()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch_dtype = getattr(torch, dtype, None)
+        if not isinstance(torch_dtype, torch.dtype):
+            raise InputError(f"dtype {dtype!r} is not a torch dtype; accepted: float32, bfloat16, float16")
+        extra: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **extra)
+            model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype, **extra, **model_kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(
+                f"could not load a causal LM from {str(name_or_path)!r}"
+                + (f" (gguf_file={gguf_file!r})" if gguf_file else "")
+                + f": {exc}"
+            ) from exc
+        model.to(device)  # type: ignore[arg-type]
+        return cls(model, tokenizer, name=name or str(name_or_path))
+
+    # -- prompts and text ---------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.config.vocab_size)
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        return self._eos
+
+    def chat_prompt(self, messages: Sequence[Message]) -> list[int]:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise InputError(
+                f"primary {self.name!r} has no chat template; use completion mode (a prompt string) instead"
+            )
+        encoded = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+        if isinstance(encoded, dict) or hasattr(encoded, "keys"):
+            encoded = encoded["input_ids"]
+        return [int(t) for t in encoded]
+
+    def completion_prompt(self, text: str) -> list[int]:
+        return [int(t) for t in self.tokenizer(text)["input_ids"]]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        text = self.tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return stable_text(text)
+
+    # -- decoding state -----------------------------------------------------------------------
+    @property
+    def context_ids(self) -> list[int]:
+        return list(self._ids)
+
+    def _forward(self, ids: Sequence[int]) -> np.ndarray:
+        torch = self._torch
+        if self._cache is None:
+            from transformers import DynamicCache
+
+            self._cache = DynamicCache(config=self.model.config)
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=torch.tensor([list(ids)], device=self.device),
+                use_cache=True,
+                **{self._cache_kwarg: self._cache},
+            )
+        self._ids.extend(int(t) for t in ids)
+        self._logits = out.logits[0, -1].float().cpu().numpy()
+        return self._logits
+
+    def _drop_cache(self) -> None:
+        self._cache = None
+        self._ids = []
+        self._logits = None
+
+    def reset(self, ids: Sequence[int]) -> np.ndarray:
+        ids = [int(t) for t in ids]
+        if not ids:
+            raise InputError("the prompt encodes to no tokens")
+        common = 0
+        for a, b in zip(self._ids, ids):
+            if a != b:
+                break
+            common += 1
+        if common == 0:
+            self._drop_cache()
+            return self._forward(ids)
+        logits = self.truncate(common)
+        return self._forward(ids[common:]) if len(ids) > common else logits
+
+    def step(self, token_id: int) -> np.ndarray:
+        return self._forward([token_id])
+
+    def truncate(self, length: int) -> np.ndarray:
+        if not 1 <= length <= len(self._ids):
+            raise InputError(f"cannot truncate a context of {len(self._ids)} tokens to {length}")
+        if length == len(self._ids) and self._logits is not None:
+            return self._logits
+        ids = self._ids[:length]
+        # Keep the cache one token short and feed the last kept token again: that yields the exact
+        # logits after the prefix without storing a vocabulary-sized row per position.
+        keep = length - 1
+        if keep == 0:
+            self._drop_cache()
+            return self._forward(ids)
+        try:
+            self._cache.crop(-(self._cache.get_seq_length() - keep))
+        except (RuntimeError, ValueError, AttributeError):
+            # Sliding-window or linear-attention caches cannot be cropped: re-run the prefix.
+            self._drop_cache()
+            return self._forward(ids)
+        self._ids = self._ids[:keep]
+        return self._forward(ids[keep:])
