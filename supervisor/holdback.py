@@ -20,6 +20,8 @@ class Holdback:
         return self._released
 
     def release(self, prefix: str) -> str:
+        if self._released.startswith(prefix):
+            return ""
         if not prefix.startswith(self._released):
             self.withheld_inconsistent += 1
             return ""

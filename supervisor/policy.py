@@ -39,8 +39,9 @@ class Policy(BaseModel):
     full_window_every: int = Field(
         default=4, ge=1, le=1000,
         description=(
-            "Every N-th checkpoint (and always before the final release) the whole response is scored, "
-            "to catch harm that builds up over many chunks without any one window crossing a threshold."
+            "Every N-th checkpoint, at every checkpoint while in the watch zone, and always before the final "
+            "release, the whole response is scored, to catch harm that builds up over many chunks without any "
+            "one window crossing the act threshold."
         ),
     )
     holdback_checkpoints: int = Field(

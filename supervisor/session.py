@@ -33,7 +33,7 @@ from supervisor.holdback import Holdback
 from supervisor.messages import Message, with_instruction
 from supervisor.policy import Policy
 from supervisor.primaries.base import LogitPrimary
-from supervisor.sampling import SamplingParams, nucleus, sample
+from supervisor.sampling import SamplingParams, sample
 from supervisor.scorers.base import Scorer, assess_checked
 from supervisor.state import MoralState, StateEstimator
 
@@ -173,13 +173,14 @@ class Session:
         if position < self._boost_until and temperature > 0:
             temperature += self.policy.retry_temperature_boost
         if self._bias_strength > 0:
-            self._rerank(adjusted, temperature)
+            self._rerank(adjusted)
         return sample(adjusted, self.request.sampling, self._rng, temperature)
 
-    def _rerank(self, logits: np.ndarray, temperature: float) -> None:
+    def _rerank(self, logits: np.ndarray) -> None:
         """Watch zone: score the window extended by each top candidate, push risky ones down."""
-        candidates, _ = nucleus(logits, self.request.sampling, max(temperature, 1e-3))
-        candidates = candidates[: self.policy.rerank_top_k]
+        k = min(self.policy.rerank_top_k, len(logits))
+        candidates = np.argpartition(-logits, k - 1)[:k]
+        candidates = candidates[np.isfinite(logits[candidates])]
         if len(candidates) < 2:
             return
         window = self._generated[-self.policy.window_tokens :]
@@ -215,7 +216,9 @@ class Session:
         if final:
             window_start = min(window_start, self._released_tokens)
         texts = [self.primary.decode(self._generated[window_start:position])]
-        full = final or self._checkpoint_count % self.policy.full_window_every == 0
+        # The whole response is scored at a slow cadence, and at every checkpoint while the state is
+        # in the watch zone, so that harm building up across chunks is seen before it is released.
+        full = final or self._bias_strength > 0 or self._checkpoint_count % self.policy.full_window_every == 0
         if full and window_start > 0:
             texts.append(self.primary.decode(self._generated))
         try:
