@@ -11,8 +11,9 @@ def tox(p: float) -> Assessment:
 
 def test_filter_tracks_trend_and_forecasts_ahead() -> None:
     estimator = StateEstimator(Policy())
-    states = [estimator.update(8 * (i + 1), tox(p)) for i, p in enumerate([0.05, 0.15, 0.25, 0.35])]
-    for state in states:
+    states = []
+    for i, p in enumerate([0.05, 0.15, 0.25, 0.35]):
+        states.append(estimator.update(8 * (i + 1), tox(p)))
         estimator.mark_safe()
     last = states[-1]
     assert last.trend["toxicity"] > 0.05

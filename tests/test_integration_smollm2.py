@@ -1,0 +1,50 @@
+"""End to end on the embedded SmolLM2-135M-Instruct: real model output, real rollbacks."""
+
+from __future__ import annotations
+
+import pytest
+
+from supervisor import InterventionEvent, Policy, Supervisor, load_primary
+from supervisor.prompts import bundled_prompts
+
+pytestmark = pytest.mark.integration
+
+
+def test_released_text_is_never_retracted_on_real_output(smollm2_llama) -> None:  # type: ignore[no-untyped-def]
+    """Many seeded runs on toxic prompts: what stream() yielded is the result, and no removed span
+    was ever shown at the place it was removed from."""
+    sup = Supervisor()
+    prompts = bundled_prompts("demo") + bundled_prompts("toxic")[:8]
+    rollbacks = 0
+    for seed in range(2):
+        for item in prompts:
+            shown: list[str] = []
+            at_event: list[tuple[InterventionEvent, str]] = []
+            stream = sup.stream(
+                smollm2_llama, item.messages, prompt=item.prompt, max_tokens=40, temperature=1.0, seed=seed,
+                on_event=lambda e, shown=shown, at_event=at_event: at_event.append((e, "".join(shown))),
+            )
+            for delta in stream:
+                shown.append(delta)
+            result = stream.result
+            assert result is not None
+            assert "".join(shown) == result.text
+            for event, released_then in at_event:
+                assert result.text.startswith(released_then)  # nothing shown before was taken back
+                if event.kind in ("rollback", "reprompt", "halt") and event.removed_text.strip():
+                    rollbacks += 1
+                    assert not result.text.startswith(released_then + event.removed_text), (item.id, event)
+    assert rollbacks >= 3, "expected real rollbacks on the toxic prompts"
+
+
+def test_transformers_smollm2_from_embedded_gguf() -> None:
+    pytest.importorskip("transformers")
+    primary = load_primary("smollm2:transformers")
+    assert type(primary).__name__ == "TransformersPrimary"
+    sup = Supervisor(policy=Policy(max_rollbacks=2))
+    result = sup.generate(primary, [{"role": "user", "content": "Say hello in one sentence."}], max_tokens=16, seed=0)
+    assert result.text and result.usage.prompt_tokens > 10
+    # same prompt tokens on both backends (chat template from the GGUF metadata on llama.cpp)
+    llama = pytest.importorskip("llama_cpp") and load_primary("smollm2:llama-cpp")
+    messages = [{"role": "user", "content": "Say hello in one sentence."}]
+    assert primary.chat_prompt(messages) == llama.chat_prompt(messages)  # type: ignore[arg-type]
