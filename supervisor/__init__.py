@@ -16,7 +16,7 @@ from supervisor.errors import (
     ScorerError,
     SupervisorError,
 )
-from supervisor.events import GenerationResult, InterventionEvent, Timings, Usage
+from supervisor.events import GenerationResult, InterventionEvent, Timings, TracePoint, Usage
 from supervisor.policy import Policy
 from supervisor.primaries import LogitPrimary, load_primary
 from supervisor.scorers import BaseScorer, Scorer, get_scorer
@@ -52,6 +52,7 @@ __all__ = [
     "Supervisor",
     "SupervisorError",
     "Timings",
+    "TracePoint",
     "Usage",
     "get_scorer",
     "load_primary",

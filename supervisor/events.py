@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 EventKind = Literal["bias", "rollback", "reprompt", "halt", "scorer_error"]
-StopReason = Literal["stop", "length", "halt", "scorer_error"]
+StopReason = Literal["stop", "length", "halt", "scorer_error", "cancelled"]
 TriggerWindow = Literal["chunk", "full", "final", "candidates"]
 
 
@@ -32,6 +32,16 @@ class InterventionEvent(BaseModel):
 EventObserver = Callable[[InterventionEvent], None]
 
 
+class TracePoint(BaseModel):
+    """One checkpoint measurement: the trajectory as the supervisor saw it."""
+
+    position: int
+    risk: float = Field(description="Measured risk (window, or whole response where larger).")
+    forecast: float = Field(description="Forecast risk from the estimator's level and trend.")
+    action: str = Field(description="What the controller decided: continue, bias, rollback, reprompt, halt.")
+    final: bool = False
+
+
 class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = Field(default=0, description="Tokens of the released response.")
@@ -52,6 +62,7 @@ class GenerationResult(BaseModel):
     text: str = Field(description="The released response: exactly what stream() yielded, concatenated.")
     stop_reason: StopReason
     events: list[InterventionEvent] = Field(default_factory=list)
+    trace: list[TracePoint] = Field(default_factory=list, description="Every checkpoint, in order.")
     usage: Usage = Field(default_factory=Usage)
     timings: Timings = Field(default_factory=Timings)
     error: str | None = Field(default=None, description="Why generation stopped early, when it did.")

@@ -26,6 +26,7 @@ from supervisor.events import (
     InterventionEvent,
     StopReason,
     Timings,
+    TracePoint,
     TriggerWindow,
     Usage,
 )
@@ -75,6 +76,7 @@ class Session:
         self._controller = Controller(policy)
         self._holdback = Holdback()
         self._events: list[InterventionEvent] = []
+        self._trace: list[TracePoint] = []
         self._usage = Usage()
         self._timings = Timings()
         self._rng = np.random.default_rng(request.sampling.seed)
@@ -105,7 +107,7 @@ class Session:
         finally:
             self.primary.release()
             if self.result is None:
-                self._finish(self._stop or "stop")
+                self._finish(self._stop or ("cancelled" if self._cancelled else "stop"))
 
     def _run(self) -> Iterator[str]:
         self._start = time.perf_counter()
@@ -148,7 +150,7 @@ class Session:
                 else:
                     logits, released = self._apply(action)
                     yield from released
-        self._finish(self._stop or "stop")
+        self._finish(self._stop or ("cancelled" if self._cancelled else "stop"))
 
     # -- prompts ----------------------------------------------------------------------------------
     def _build_prompt(self) -> list[int]:
@@ -235,6 +237,10 @@ class Session:
         action = self._controller.decide(
             state, safe_positions=self._estimator.safe_positions(), floor=self._released_tokens
         )
+        self._trace.append(TracePoint(
+            position=position, risk=round(state.risk, 4), forecast=round(state.forecast_risk, 4),
+            action=type(action).__name__.lower(), final=final,
+        ))
         if isinstance(action, (Continue, Bias)):
             self._estimator.mark_safe()
             entering_watch = isinstance(action, Bias) and self._bias_strength == 0
@@ -344,6 +350,7 @@ class Session:
             text=self._holdback.released,
             stop_reason=reason,
             events=self._events,
+            trace=self._trace,
             usage=self._usage,
             timings=self._timings,
             error=self._error,

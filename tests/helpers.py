@@ -50,6 +50,9 @@ class ScriptedPrimary(LogitPrimary):
     def completion_prompt(self, text: str) -> list[int]:
         return [*self._encode(text), START]
 
+    def encode(self, text: str) -> list[int]:
+        return self._encode(text)
+
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(chr(i) for i in ids if 2 <= i < 128)
 

@@ -58,7 +58,7 @@ def test_generate_batch_writes_one_line_per_input(tmp_path: Path) -> None:
         ('"hi"\n', ["--max-tokens", "-3"], "max_tokens is -3"),
         ('"hi"\n', ["--primary", "gpt-99"], "unknown primary 'gpt-99'"),
         ('"hi"\n', ["--policy", "BADPOLICY"], "does not parse"),
-        ('"hi"\n', ["--scorer", "oracle"], "available: lexical"),
+        ('"hi"\n', ["--scorer", "oracle"], "unknown scorer 'oracle'; available:"),
     ],
 )
 def test_generate_bad_input_is_a_clear_error(tmp_path: Path, content: str, args: list[str], message: str) -> None:

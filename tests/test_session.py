@@ -33,6 +33,8 @@ def test_phrase_split_across_a_checkpoint_is_caught_by_overlapping_windows() -> 
     assert "bitch" not in result.text
     assert result.count("rollback") >= 1
     assert "".join(deltas) == result.text
+    assert [p.action for p in result.trace].count("rollback") == result.count("rollback")
+    assert result.trace[-1].final and all(0 <= p.risk <= 1 for p in result.trace)
 
     # The same text with windows that do not overlap and no holdback: each half looks harmless,
     # so the word reaches the user before the final whole-response check can see it.
@@ -146,6 +148,7 @@ def test_closing_a_stream_early_keeps_what_was_released() -> None:
     first = next(stream)
     stream.close()
     assert stream.result is not None and stream.result.text == first
+    assert stream.result.stop_reason == "cancelled"
     # the primary is free again
     assert Supervisor().generate(primary, CHAT, max_tokens=10, temperature=0.0).text
 

@@ -49,6 +49,10 @@ class LogitPrimary(ABC):
         """Token ids of a raw text to be continued (with BOS where the model expects one)."""
 
     @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of plain text, with no special tokens (no BOS)."""
+
+    @abstractmethod
     def decode(self, ids: Sequence[int]) -> str:
         """Text of response tokens, with a split trailing character dropped (see :func:`stable_text`)."""
 

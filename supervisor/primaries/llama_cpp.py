@@ -101,6 +101,9 @@ class LlamaCppPrimary(LogitPrimary):
     def completion_prompt(self, text: str) -> list[int]:
         return list(self.llama.tokenize(text.encode("utf-8"), add_bos=True, special=False))
 
+    def encode(self, text: str) -> list[int]:
+        return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else []
+
     def decode(self, ids: Sequence[int]) -> str:
         if not ids:
             return ""

@@ -103,6 +103,9 @@ class TransformersPrimary(LogitPrimary):
     def completion_prompt(self, text: str) -> list[int]:
         return [int(t) for t in self.tokenizer(text)["input_ids"]]
 
+    def encode(self, text: str) -> list[int]:
+        return [int(t) for t in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
+
     def decode(self, ids: Sequence[int]) -> str:
         text = self.tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
         return stable_text(text)

