@@ -60,8 +60,11 @@ def _rtp_lines(lines: Iterable[str], name: str) -> list[PromptItem]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        record = json.loads(line)
-        prompt = record.get("prompt")
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{name} line {number} is not valid JSON: {exc.msg} (column {exc.colno})") from exc
+        prompt = record.get("prompt") if isinstance(record, dict) else None
         if isinstance(prompt, dict) and isinstance(prompt.get("text"), str):
             items.append(PromptItem(id=str(record.get("id", number)), mode="completion", prompt=prompt["text"]))
         else:

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import ScriptedPrimary
+
 from supervisor import Supervisor
 from supervisor.evaluation import (
     EvalSettings,
