@@ -229,6 +229,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 130 if interrupted else 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from supervisor.errors import InputError
+    from supervisor.scorers import get_scorer
+
+    scorer = get_scorer(args.scorer)
+    texts: list[str] = []
+    for number, line in enumerate(sys.stdin, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"stdin line {number} is not valid JSON: {exc.msg}") from exc
+        if isinstance(record, dict) and isinstance(record.get("text"), str):
+            record = record["text"]
+        if not isinstance(record, str):
+            raise InputError(f'stdin line {number}: expected a JSON string or {{"text": ...}}')
+        texts.append(record)
+    for start in range(0, len(texts), args.batch_size):
+        for assessment in scorer.assess(texts[start : start + args.batch_size]):
+            print(json.dumps({
+                "risk": round(assessment.risk, 4),
+                "categories": {k: round(v, 4) for k, v in assessment.categories.items()},
+                "flagged": assessment.risk >= args.threshold,
+            }))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="supervisor", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -265,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     evaluate.add_argument("--quick", action="store_true", help="20 prompts per mode, 5 samples (see README)")
     evaluate.set_defaults(handler=cmd_eval)
+
+    score = commands.add_parser("score", help="score texts from stdin (JSON strings or {\"text\": ...} per line)")
+    score.add_argument("--scorer", default=None, help="scorer name (default: lexical)")
+    score.add_argument("--threshold", type=float, default=0.5, help="flagged from this risk (shipped scorers: 0.5)")
+    score.add_argument("--batch-size", type=int, default=32)
+    score.set_defaults(handler=cmd_score)
     return parser
 
 

@@ -1,4 +1,14 @@
-"""Supervisor models behind one protocol. ``get_scorer(name)`` builds one by name."""
+"""Supervisor models behind one protocol. ``get_scorer(name)`` builds one by name.
+
+Names:
+- ``lexical``: alt-profanity-check (fast, words only; the default);
+- ``embedding``: MiniLM embeddings + trained, calibrated logistic heads;
+- ``cascade``: lexical first, embedding only where lexical is unsure;
+- ``ensemble``: the larger of lexical and embedding, per category;
+- ``hf-classifier:NAME_OR_PATH``: any transformers sequence-classification model;
+- ``llm-judge[:self-check|llama-guard[:PRIMARY]]``: a local chat model's P(unsafe answer);
+- ``openai-moderation[:MODEL]``: the OpenAI moderation endpoint.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +20,61 @@ from supervisor.scorers.base import BaseScorer, Scorer, assess_checked
 DEFAULT_SCORER = "lexical"
 
 
-def _lexical() -> Scorer:
+def _lexical(arg: str) -> Scorer:
     from supervisor.scorers.lexical import LexicalScorer
 
     return LexicalScorer()
 
 
-def _embedding() -> Scorer:
+def _embedding(arg: str) -> Scorer:
     from supervisor.scorers.embedding import EmbeddingProbeScorer
 
     return EmbeddingProbeScorer()
 
 
-SCORERS: dict[str, Callable[[], Scorer]] = {"lexical": _lexical, "embedding": _embedding}
+def _cascade(arg: str) -> Scorer:
+    from supervisor.scorers.combined import CascadeScorer
+
+    return CascadeScorer(_lexical(""), _embedding(""))
+
+
+def _ensemble(arg: str) -> Scorer:
+    from supervisor.scorers.combined import EnsembleScorer
+
+    return EnsembleScorer([_lexical(""), _embedding("")], combine="max")
+
+
+def _hf_classifier(arg: str) -> Scorer:
+    from supervisor.scorers.hf_classifier import HFClassifierScorer
+
+    if not arg:
+        raise ModelNotFoundError("hf-classifier needs a model: 'hf-classifier:NAME_OR_PATH'")
+    return HFClassifierScorer(arg)
+
+
+def _llm_judge(arg: str) -> Scorer:
+    from supervisor.primaries import load_primary
+    from supervisor.scorers.llm_judge import LLMJudgeScorer
+
+    style, _, primary = arg.partition(":")
+    return LLMJudgeScorer(load_primary(primary or "smollm2"), style=style or "self-check")  # type: ignore[arg-type]
+
+
+def _openai_moderation(arg: str) -> Scorer:
+    from supervisor.scorers.openai_moderation import OpenAIModerationScorer
+
+    return OpenAIModerationScorer(model=arg or "omni-moderation-latest")
+
+
+SCORERS: dict[str, Callable[[str], Scorer]] = {
+    "lexical": _lexical,
+    "embedding": _embedding,
+    "cascade": _cascade,
+    "ensemble": _ensemble,
+    "hf-classifier": _hf_classifier,
+    "llm-judge": _llm_judge,
+    "openai-moderation": _openai_moderation,
+}
 
 
 def get_scorer(name: str | Scorer | None = None) -> Scorer:
@@ -33,9 +85,13 @@ def get_scorer(name: str | Scorer | None = None) -> Scorer:
         if isinstance(name, Scorer):
             return name
         raise ModelNotFoundError(f"scorer must be a name or a Scorer, got {type(name).__name__}")
-    if name not in SCORERS:
-        raise ModelNotFoundError(f"unknown scorer {name!r}; available: {', '.join(sorted(SCORERS))}")
-    return SCORERS[name]()
+    kind, _, arg = name.partition(":")
+    if kind not in SCORERS:
+        raise ModelNotFoundError(
+            f"unknown scorer {name!r}; available: {', '.join(sorted(SCORERS))} "
+            "(hf-classifier:NAME_OR_PATH, llm-judge:STYLE:PRIMARY, openai-moderation:MODEL take an argument)"
+        )
+    return SCORERS[kind](arg)
 
 
 __all__ = ["BaseScorer", "DEFAULT_SCORER", "SCORERS", "Scorer", "assess_checked", "get_scorer"]
