@@ -225,7 +225,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     payload = report(settings, records, out_dir, reference, interrupted=interrupted,
                      elapsed_s=time.perf_counter() - started)
     print(payload["markdown"])
-    print(f"wrote {out_dir / 'summary.json'}, {out_dir / 'summary.md'} and plots in {out_dir}")
+    print(f"wrote {out_dir / 'summary.json'}, {out_dir / 'summary.md'} and plots in {out_dir} "
+          f"({time.perf_counter() - started:.0f} s in all)")
     return 130 if interrupted else 0
 
 

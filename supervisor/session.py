@@ -201,10 +201,11 @@ class Session:
         return logits
 
     # -- measurement ------------------------------------------------------------------------------
-    def _score(self, texts: list[str]) -> list[Assessment]:
+    def _score(self, texts: list[Any], method: Callable[[list[Any]], list[Assessment]] | None = None,
+               ) -> list[Assessment]:
         started = time.perf_counter()
         try:
-            return assess_checked(self.scorer, texts, self.policy.scorer_timeout_s)
+            return assess_checked(self.scorer, texts, self.policy.scorer_timeout_s, method)
         finally:
             self._usage.scorer_calls += 1
             self._usage.scored_texts += len(texts)
@@ -217,14 +218,12 @@ class Session:
         # The final check also covers everything not yet released, however long.
         if final:
             window_start = min(window_start, self._released_tokens)
-        texts = [self.primary.decode(self._generated[window_start:position])]
         # The whole response is scored at a slow cadence, and at every checkpoint while the state is
         # in the watch zone, so that harm building up across chunks is seen before it is released.
         full = final or self._bias_strength > 0 or self._checkpoint_count % self.policy.full_window_every == 0
-        if full and window_start > 0:
-            texts.append(self.primary.decode(self._generated))
+        spans = [(window_start, position)] + ([(0, position)] if full and window_start > 0 else [])
         try:
-            assessments = self._score(texts)
+            assessments = self._measure(spans)
         except ScorerError as exc:
             return self._on_scorer_error(exc)
         chunk = assessments[0]
@@ -248,6 +247,19 @@ class Session:
             if entering_watch:
                 self._record("bias", detail=f"rerank top-{self.policy.rerank_top_k} candidates")
         return action
+
+    def _measure(self, spans: list[tuple[int, int]]) -> list[Assessment]:
+        """Score response spans: from the primary's own hidden states when the scorer is a state probe
+        attached to this primary (no extra forward pass), else from their decoded text."""
+        layer = getattr(self.scorer, "layer", None)
+        assess_hidden = getattr(self.scorer, "assess_hidden", None)
+        if assess_hidden is not None and layer is not None and getattr(self.primary, "probe_layer", None) == layer:
+            offset = len(self._prompt_ids)
+            hidden_states = self.primary.hidden_states  # type: ignore[attr-defined]
+            # an empty response is measured by the state after the prompt (its last token)
+            windows = [hidden_states(offset + start - (end == start), offset + end) for start, end in spans]
+            return self._score(windows, assess_hidden)
+        return self._score([self.primary.decode(self._generated[start:end]) for start, end in spans])
 
     def _on_scorer_error(self, exc: ScorerError) -> Action:
         self._trigger = (None, "chunk")

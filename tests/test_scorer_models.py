@@ -58,10 +58,10 @@ def test_hf_classifier_unknown_label_asks_for_a_map(tmp_path: Path) -> None:
 
 
 def test_llm_judge_scores_with_answer_token_probability(smollm2_llama) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
     from supervisor import load_primary
     from supervisor.scorers.llm_judge import LLMJudgeScorer
-
-    import numpy as np
 
     judge_primary = load_primary("smollm2:llama-cpp")
     judge = LLMJudgeScorer(judge_primary)

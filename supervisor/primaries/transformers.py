@@ -41,6 +41,9 @@ class TransformersPrimary(LogitPrimary):
         self._ids: list[int] = []
         self._cache: Any = None
         self._logits: np.ndarray | None = None
+        #: When set (by a state probe), the hidden state of this layer is kept for every context token.
+        self.probe_layer: int | None = None
+        self._hidden: list[np.ndarray] = []
         eos: set[int] = set()
         for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
             if isinstance(source, int):
@@ -125,8 +128,11 @@ class TransformersPrimary(LogitPrimary):
             out = self.model(
                 input_ids=torch.tensor([list(ids)], device=self.device),
                 use_cache=True,
+                output_hidden_states=self.probe_layer is not None,
                 **{self._cache_kwarg: self._cache},
             )
+        if self.probe_layer is not None:
+            self._hidden.extend(out.hidden_states[self.probe_layer][0].float().cpu().numpy())
         self._ids.extend(int(t) for t in ids)
         self._logits = out.logits[0, -1].float().cpu().numpy()
         return self._logits
@@ -134,7 +140,47 @@ class TransformersPrimary(LogitPrimary):
     def _drop_cache(self) -> None:
         self._cache = None
         self._ids = []
+        self._hidden = []
         self._logits = None
+
+    def enable_probe(self, layer: int) -> None:
+        """Keep ``layer``'s hidden state for every token from now on (the next reset re-runs the prompt)."""
+        layers = int(self.model.config.num_hidden_layers)
+        if not 0 <= layer <= layers:
+            raise InputError(f"probe layer {layer} does not exist; accepted: 0 to {layers}")
+        self.probe_layer = layer
+        self._drop_cache()
+
+    def hidden_states(self, start: int, end: int) -> np.ndarray:
+        """Hidden states of ``probe_layer`` for context positions ``start:end`` (one row per token)."""
+        if self.probe_layer is None or len(self._hidden) != len(self._ids):
+            raise InputError("hidden states are kept only while probe_layer is set, from the next reset on")
+        return np.stack(self._hidden[start:end]) if end > start else np.zeros((0, self.model.config.hidden_size))
+
+    def text_hidden_states(self, texts: Sequence[str], layer: int, batch_size: int = 16) -> np.ndarray:
+        """Mean hidden state of ``layer`` over each text's tokens, from a separate forward pass
+        (the decoding cache is not touched)."""
+        return self.pooled_hidden_states(texts, [layer], batch_size)[0]
+
+    def pooled_hidden_states(self, texts: Sequence[str], layers: Sequence[int], batch_size: int = 16) -> list[np.ndarray]:
+        """Like :meth:`text_hidden_states` for several layers at once (one forward pass per batch)."""
+        torch = self._torch
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id or 0
+        rows: list[list[np.ndarray]] = [[] for _ in layers]
+        for begin in range(0, len(texts), batch_size):
+            encoded = [self.completion_prompt(t if t.strip() else ".")[:256] for t in texts[begin : begin + batch_size]]
+            width = max(len(e) for e in encoded)
+            ids = torch.tensor([e + [pad] * (width - len(e)) for e in encoded], device=self.device)
+            mask = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in encoded], device=self.device)
+            with torch.inference_mode():
+                hidden = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            weights = mask.unsqueeze(-1).float()
+            for slot, layer in enumerate(layers):
+                pooled = (hidden[layer].float() * weights).sum(1) / weights.sum(1)
+                rows[slot].append(pooled.cpu().numpy())
+        return [np.concatenate(r) for r in rows]
 
     def reset(self, ids: Sequence[int]) -> np.ndarray:
         ids = [int(t) for t in ids]
@@ -173,4 +219,5 @@ class TransformersPrimary(LogitPrimary):
             self._drop_cache()
             return self._forward(ids)
         self._ids = self._ids[:keep]
+        self._hidden = self._hidden[:keep]
         return self._forward(ids[keep:])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from supervisor.assessment import Assessment
 from supervisor.errors import ScorerError
@@ -40,13 +40,20 @@ class BaseScorer:
 _timeout_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="supervisor-scorer")
 
 
-def assess_checked(scorer: Scorer, texts: Sequence[str], timeout_s: float | None) -> list[Assessment]:
-    """Call the scorer, turning exceptions, timeouts and malformed answers into :class:`ScorerError`."""
+def assess_checked(
+    scorer: Scorer,
+    texts: Sequence[Any],
+    timeout_s: float | None,
+    method: Callable[[list[Any]], list[Assessment]] | None = None,
+) -> list[Assessment]:
+    """Call the scorer (``method`` instead of ``scorer.assess`` when given, e.g. ``assess_hidden``),
+    turning exceptions, timeouts and malformed answers into :class:`ScorerError`."""
+    call = method or scorer.assess
     try:
         if timeout_s is None:
-            result = scorer.assess(texts)
+            result = call(list(texts))
         else:
-            result = _timeout_pool.submit(scorer.assess, list(texts)).result(timeout=timeout_s)
+            result = _timeout_pool.submit(call, list(texts)).result(timeout=timeout_s)
     except concurrent.futures.TimeoutError as exc:
         raise ScorerError(f"scorer {scorer.name!r} did not answer within {timeout_s} s") from exc
     except ScorerError:
