@@ -19,6 +19,16 @@ CATEGORIES: Final[tuple[str, ...]] = (
 )
 
 
+def check_category_values(values: Mapping[str, float], what: str) -> dict[str, float]:
+    """Every key a known category, every value in [0, 1]; ``what`` names the values in errors."""
+    for name, value in values.items():
+        if name not in CATEGORIES:
+            raise ValueError(f"unknown category {name!r}; known: {', '.join(CATEGORIES)}")
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{what} of {name!r} is {value}, outside [0, 1]")
+    return dict(values)
+
+
 class Assessment(BaseModel):
     """One measurement of one text. ``risk`` is the probability that the text is unsafe."""
 
@@ -30,12 +40,7 @@ class Assessment(BaseModel):
     @field_validator("categories")
     @classmethod
     def _known_categories(cls, value: dict[str, float]) -> dict[str, float]:
-        for name, probability in value.items():
-            if name not in CATEGORIES:
-                raise ValueError(f"unknown category {name!r}; known: {', '.join(CATEGORIES)}")
-            if not 0.0 <= probability <= 1.0:
-                raise ValueError(f"category {name!r} has probability {probability}, outside [0, 1]")
-        return value
+        return check_category_values(value, "probability")
 
     @classmethod
     def from_categories(cls, categories: Mapping[str, float]) -> Assessment:

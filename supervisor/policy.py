@@ -9,7 +9,7 @@ from typing import Any, Literal
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from supervisor.assessment import CATEGORIES
+from supervisor.assessment import check_category_values
 from supervisor.errors import ConfigError
 
 DEFAULT_REPROMPT_INSTRUCTION = (
@@ -129,12 +129,7 @@ class Policy(BaseModel):
     @field_validator("category_thresholds")
     @classmethod
     def _known_categories(cls, value: dict[str, float]) -> dict[str, float]:
-        for name, threshold in value.items():
-            if name not in CATEGORIES:
-                raise ValueError(f"unknown category {name!r}; known: {', '.join(CATEGORIES)}")
-            if not 0.0 <= threshold <= 1.0:
-                raise ValueError(f"threshold for {name!r} is {threshold}, outside [0, 1]")
-        return value
+        return check_category_values(value, "threshold")
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:

@@ -167,3 +167,16 @@ def test_sampling_is_reproducible_with_a_seed(tiny_primary, seed: int) -> None: 
     b = sup.generate(tiny_primary, CHAT, max_tokens=20, temperature=1.0, seed=seed)
     assert a.text == b.text
     assert [(e.kind, e.position) for e in a.events] == [(e.kind, e.position) for e in b.events]
+
+
+def test_concurrent_async_generations_do_not_mix() -> None:
+    sup = Supervisor()
+    scripts = [f"conversation number {i} says hello {i}." for i in range(6)]
+
+    async def run_all() -> list[str]:
+        results = await asyncio.gather(*[
+            sup.agenerate(ScriptedPrimary(script), CHAT, max_tokens=80, temperature=0.0) for script in scripts
+        ])
+        return [r.text for r in results]
+
+    assert asyncio.run(run_all()) == scripts
