@@ -7,7 +7,9 @@ Names:
 - ``ensemble``: the larger of lexical and embedding, per category;
 - ``hf-classifier:NAME_OR_PATH``: any transformers sequence-classification model;
 - ``llm-judge[:self-check|llama-guard[:PRIMARY]]``: a local chat model's P(unsafe answer);
-- ``openai-moderation[:MODEL]``: the OpenAI moderation endpoint.
+- ``openai-moderation[:MODEL]``: the OpenAI moderation endpoint;
+- ``state-probe[:PRIMARY]``: a linear probe on a transformers primary's hidden states (scoring texts
+  runs its model; attach ``StateProbeScorer(primary)`` to the generating primary to measure for free).
 """
 
 from __future__ import annotations
@@ -60,6 +62,17 @@ def _llm_judge(arg: str) -> Scorer:
     return LLMJudgeScorer(load_primary(primary or "smollm2"), style=style or "self-check")  # type: ignore[arg-type]
 
 
+def _state_probe(arg: str) -> Scorer:
+    from supervisor.primaries import load_primary
+    from supervisor.primaries.transformers import TransformersPrimary
+    from supervisor.scorers.state_probe import StateProbeScorer
+
+    primary = load_primary(arg or "smollm2:transformers")
+    if not isinstance(primary, TransformersPrimary):
+        raise ModelNotFoundError(f"state-probe needs a transformers primary, not {arg!r} (try 'hf:NAME')")
+    return StateProbeScorer(primary)
+
+
 def _openai_moderation(arg: str) -> Scorer:
     from supervisor.scorers.openai_moderation import OpenAIModerationScorer
 
@@ -74,6 +87,7 @@ SCORERS: dict[str, Callable[[str], Scorer]] = {
     "hf-classifier": _hf_classifier,
     "llm-judge": _llm_judge,
     "openai-moderation": _openai_moderation,
+    "state-probe": _state_probe,
 }
 
 

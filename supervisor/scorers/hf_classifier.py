@@ -40,16 +40,28 @@ class HFClassifierScorer(BaseScorer):
     ) -> None:
         try:
             import torch  # noqa: F401
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+            from transformers import AutoConfig
         except ImportError as exc:
             raise MissingDependencyError("the hf-classifier scorer", "transformers and torch", "transformers") from exc
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-            self.model = AutoModelForSequenceClassification.from_pretrained(str(name_or_path)).eval().to(device)
+            config = AutoConfig.from_pretrained(str(name_or_path))
         except (OSError, ValueError) as exc:
             raise ModelNotFoundError(f"could not load a sequence classifier from {str(name_or_path)!r}: {exc}") from exc
+        self.path = str(name_or_path)
         self.name = f"hf-classifier:{name_or_path}"
         self.device, self.max_length, self.batch_size = device, max_length, batch_size
+        self.multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
+        # labels are checked now, so that a bad mapping fails at construction; weights load on first use
+        self.label_categories = self._map_labels(dict(config.id2label), label_map or {})
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(self.path).eval().to(self.device)
         if self.tokenizer.pad_token is None:
             if self.tokenizer.eos_token is not None:
                 self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -57,9 +69,6 @@ class HFClassifierScorer(BaseScorer):
                     self.model.config.pad_token_id = self.tokenizer.eos_token_id
             else:
                 self.batch_size = 1  # nothing to pad with: score one text at a time
-        self.multi_label = getattr(self.model.config, "problem_type", None) == "multi_label_classification"
-        self.label_categories = self._map_labels(dict(self.model.config.id2label), label_map or {})
-        self._lock = threading.Lock()
 
     @staticmethod
     def _map_labels(id2label: dict[int, str], overrides: Mapping[str, str | None]) -> dict[int, str]:
@@ -92,6 +101,8 @@ class HFClassifierScorer(BaseScorer):
 
         results: list[Assessment] = []
         with self._lock:
+            if self.model is None:
+                self._load()
             for start in range(0, len(texts), self.batch_size):
                 batch = [t if t.strip() else "." for t in texts[start : start + self.batch_size]]
                 encoded: Any = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
