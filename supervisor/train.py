@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="../shared/data", help="folder with davidson/, paradetox/, toxigen/, xstest/")
     parser.add_argument("--out", default=None, help="output JSON (default: the shipped file in supervisor/data)")
     parser.add_argument("--davidson-limit", type=int, default=8000, help="davidson rows used (of 24,783)")
-    parser.add_argument("--max-benign-fpr", type=float, default=0.03,
+    parser.add_argument("--max-benign-fpr", type=float, default=0.02,
                         help="false-positive budget on benign calibration texts when choosing thresholds")
     parser.add_argument("--cache", default=".cache/train", help="folder for cached embeddings")
     parser.add_argument("--state-probe", action="store_true", help="train a probe on --primary's hidden states")

@@ -48,3 +48,11 @@ def test_transformers_smollm2_from_embedded_gguf() -> None:
     llama = pytest.importorskip("llama_cpp") and load_primary("smollm2:llama-cpp")
     messages = [{"role": "user", "content": "Say hello in one sentence."}]
     assert primary.chat_prompt(messages) == llama.chat_prompt(messages)  # type: ignore[arg-type]
+
+    # the shipped state probe attaches to this primary and measures from its hidden states
+    from supervisor.scorers.state_probe import StateProbeScorer
+
+    probe = StateProbeScorer(primary)
+    guarded = Supervisor(scorer=probe).generate(primary, messages, max_tokens=24, seed=0)
+    assert guarded.trace and guarded.usage.scorer_calls == len(guarded.trace)
+    assert all(0.0 <= a.risk <= 1.0 for a in probe.assess(["have a nice day", "you are a fucking idiot"]))
