@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from importlib import resources
@@ -368,7 +367,3 @@ def report(settings: EvalSettings, records: list[dict[str, Any]], out_dir: Path,
     payload["markdown"] = table
     return payload
 
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    started = time.perf_counter()
-    return fn(), time.perf_counter() - started
