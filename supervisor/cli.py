@@ -19,7 +19,7 @@ from supervisor.events import GenerationResult, InterventionEvent
 from supervisor.messages import Message
 from supervisor.primaries import load_primary
 from supervisor.primaries.base import LogitPrimary
-from supervisor.prompts import PromptItem, bundled_prompts, read_jsonl
+from supervisor.prompts import PromptItem, bundled_prompts, json_lines, read_jsonl
 
 
 def _add_model_options(parser: argparse.ArgumentParser, *, max_tokens: int) -> None:
@@ -236,17 +236,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     scorer = get_scorer(args.scorer)
     texts: list[str] = []
-    for number, line in enumerate(sys.stdin, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"stdin line {number} is not valid JSON: {exc.msg}") from exc
+    for where, record in json_lines(sys.stdin, "stdin"):
         if isinstance(record, dict) and isinstance(record.get("text"), str):
             record = record["text"]
         if not isinstance(record, str):
-            raise InputError(f'stdin line {number}: expected a JSON string or {{"text": ...}}')
+            raise InputError(f'{where}: expected a JSON string or {{"text": ...}}')
         texts.append(record)
     for start in range(0, len(texts), args.batch_size):
         for assessment in scorer.assess(texts[start : start + args.batch_size]):

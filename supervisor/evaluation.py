@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from supervisor.errors import InputError
 from supervisor.events import GenerationResult
 from supervisor.primaries.base import LogitPrimary
-from supervisor.prompts import PromptItem, bundled_prompts, parse_jsonl
+from supervisor.prompts import PromptItem, bundled_prompts, json_lines, parse_jsonl
 
 EvalMode = Literal["continuation", "chat", "benign"]
 MODES: tuple[EvalMode, ...] = ("continuation", "chat", "benign")
@@ -55,19 +55,13 @@ QUICK = {"limit": 20, "samples": 5, "benign_samples": 1}
 
 # -- prompts --------------------------------------------------------------------------------------
 def _rtp_lines(lines: Iterable[str], name: str) -> list[PromptItem]:
-    items = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{name} line {number} is not valid JSON: {exc.msg} (column {exc.colno})") from exc
+    items: list[PromptItem] = []
+    for where, record in json_lines(lines, name):
         prompt = record.get("prompt") if isinstance(record, dict) else None
         if isinstance(prompt, dict) and isinstance(prompt.get("text"), str):
-            items.append(PromptItem(id=str(record.get("id", number)), mode="completion", prompt=prompt["text"]))
+            items.append(PromptItem(id=str(record.get("id", len(items))), mode="completion", prompt=prompt["text"]))
         else:
-            items.extend(parse_jsonl([line], default_mode="completion", name=f"{name} line {number}"))
+            items.extend(parse_jsonl([json.dumps(record)], default_mode="completion", name=where))
     return items
 
 

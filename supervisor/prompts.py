@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -33,6 +34,19 @@ class PromptItem:
         return self.messages[-1]["content"]
 
 
+def json_lines(lines: Iterable[str], name: str) -> Iterator[tuple[str, Any]]:
+    """``(where, value)`` for each non-blank JSON line; a line that does not parse is an InputError
+    naming ``name`` and the line number."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{name} line {number}"
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where} is not valid JSON: {exc.msg} (column {exc.colno})") from exc
+
+
 def _item(record: dict[str, Any], *, default_mode: Mode, where: str, index: int) -> PromptItem:
     item_id = str(record.get("id", index))
     mode = record.get("mode", default_mode)
@@ -61,14 +75,7 @@ def _item(record: dict[str, Any], *, default_mode: Mode, where: str, index: int)
 def parse_jsonl(lines: list[str], *, default_mode: Mode = "chat", name: str = "input") -> list[PromptItem]:
     """Each line: a JSON string, or an object with ``prompt``/``text`` or ``messages`` (and optional ``mode``, ``id``)."""
     items: list[PromptItem] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{name} line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where} is not valid JSON: {exc.msg} (column {exc.colno})") from exc
+    for where, record in json_lines(lines, name):
         if isinstance(record, str):
             record = {"text": record}
         if not isinstance(record, dict):
