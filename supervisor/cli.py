@@ -163,7 +163,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from supervisor.errors import InputError
-    from supervisor.evaluation import MODES, QUICK, EvalSettings, plan, read_records, report, run_generations
+    from supervisor.evaluation import (
+        MODES,
+        QUICK,
+        EvalSettings,
+        key_of,
+        plan,
+        read_records,
+        report,
+        run_generations,
+    )
 
     values: dict[str, Any] = {
         "modes": list(MODES) if args.mode == "all" else [args.mode],
@@ -196,8 +205,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     sup = Supervisor(scorer=settings.scorer, policy=settings.policy)
     primary = load_primary(settings.primary)
-    from supervisor.evaluation import key_of
-
     done = {key_of(r) for r in records}
     total = 2 * len(plan(settings))
 

@@ -150,7 +150,6 @@ class Session:
                 else:
                     logits, released = self._apply(action)
                     yield from released
-        self._finish(self._stop or ("cancelled" if self._cancelled else "stop"))
 
     # -- prompts ----------------------------------------------------------------------------------
     def _build_prompt(self) -> list[int]:

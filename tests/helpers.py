@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -142,3 +144,20 @@ class ConstantScorer(BaseScorer):
     def assess(self, texts: Sequence[str]) -> list[Assessment]:
         self.calls.append(list(texts))
         return [Assessment.from_categories({"toxicity": self.risk}) for _ in texts]
+
+
+@contextmanager
+def recorded_forward_shapes(model: Any) -> Iterator[list[tuple[int, int]]]:
+    """Record the (batch, length) of ``input_ids`` of every forward call of a transformers model."""
+    shapes: list[tuple[int, int]] = []
+    forward = model.forward
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        shapes.append(tuple(kwargs["input_ids"].shape))  # type: ignore[arg-type]
+        return forward(*args, **kwargs)
+
+    model.forward = spy
+    try:
+        yield shapes
+    finally:
+        model.forward = forward

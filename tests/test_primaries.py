@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import recorded_forward_shapes
 
 from supervisor import InputError, PrimaryBusyError, Supervisor, load_primary
 from supervisor.primaries.base import LogitPrimary
@@ -45,24 +46,15 @@ def test_transformers_rollback_is_exact_and_crops_the_cache(tiny_model_dir: Path
     primary = load_primary(str(tiny_model_dir))
     check_rollback_exact(primary, lambda: load_primary(str(tiny_model_dir)), batched_atol=1e-4)
     # Rollback feeds one token, never the prompt again.
-    seen: list[int] = []
-    forward = primary.model.forward
-
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append(int(kwargs["input_ids"].shape[1]))
-        return forward(*args, **kwargs)
-
-    primary.model.forward = spy
-    prompt = primary.chat_prompt(CHAT)
-    primary.reset(prompt + [50, 60, 70, 80])
-    seen.clear()
-    primary.truncate(len(prompt) + 2)
-    assert seen == [1]
-    seen.clear()
-    primary.reset(prompt + [50, 60, 90])  # shares prompt and two tokens: only the new token runs
-    assert seen == [1]
-    primary.model.forward = forward
-
+    with recorded_forward_shapes(primary.model) as shapes:
+        prompt = primary.chat_prompt(CHAT)
+        primary.reset(prompt + [50, 60, 70, 80])
+        shapes.clear()
+        primary.truncate(len(prompt) + 2)
+        assert [length for _, length in shapes] == [1]
+        shapes.clear()
+        primary.reset(prompt + [50, 60, 90])  # shares prompt and two tokens: only the new token runs
+        assert [length for _, length in shapes] == [1]
 
 def test_transformers_loads_by_hf_prefix_and_decodes(tiny_model_dir: Path) -> None:
     primary = load_primary(f"hf:{tiny_model_dir}")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import recorded_forward_shapes
 
 from supervisor import Policy, Supervisor, load_primary
 from supervisor.scorers.state_probe import StateProbeScorer
@@ -38,18 +39,11 @@ def test_generation_measures_from_hidden_states_without_extra_forward(tiny_model
     primary = load_primary(str(tiny_model_dir))
     probe = StateProbeScorer(primary, probe_file)
     assert primary.probe_layer == probe.layer
-    batch_sizes: list[int] = []
-    forward = primary.model.forward
-
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        batch_sizes.append(int(kwargs["input_ids"].shape[0]))
-        return forward(*args, **kwargs)
-
-    primary.model.forward = spy
     policy = Policy(watch_threshold=0.999, act_threshold=0.999)  # measure only: no rerank, no rollback
-    result = Supervisor(scorer=probe, policy=policy).generate(
-        primary, [{"role": "user", "content": "hello there"}], max_tokens=30, seed=0, temperature=1.0)
-    primary.model.forward = forward
+    with recorded_forward_shapes(primary.model) as shapes:
+        result = Supervisor(scorer=probe, policy=policy).generate(
+            primary, [{"role": "user", "content": "hello there"}], max_tokens=30, seed=0, temperature=1.0)
+    batch_sizes = [batch for batch, _ in shapes]
     assert result.usage.scorer_calls >= 2 and len(result.trace) == result.usage.scorer_calls
     # one prefill plus one single-sequence step per token: the probe never ran the model on text
     assert set(batch_sizes) == {1}
