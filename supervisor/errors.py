@@ -37,3 +37,26 @@ class ScorerError(SupervisorError, RuntimeError):
 
 class PrimaryBusyError(SupervisorError, RuntimeError):
     """A local primary holds one decoding state; two generations cannot share it at once."""
+
+
+class UpstreamFault(SupervisorError, RuntimeError):
+    """A hosted primary's request failed in a way worth retrying (dropped connection, timeout, 429, 5xx).
+
+    Raised by chunk primaries; the session retries from the last checked text within the policy's budget.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class UpstreamError(SupervisorError, RuntimeError):
+    """A hosted primary kept failing after the policy's retries. Nothing unchecked was released.
+
+    ``released_text`` is what the caller already received; ``result`` holds the events and the attempts.
+    """
+
+    def __init__(self, message: str, *, released_text: str, result: object = None) -> None:
+        super().__init__(message)
+        self.released_text = released_text
+        self.result = result

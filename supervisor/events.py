@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-EventKind = Literal["bias", "rollback", "reprompt", "halt", "scorer_error"]
-StopReason = Literal["stop", "length", "halt", "scorer_error", "cancelled"]
+EventKind = Literal["bias", "rollback", "reprompt", "halt", "scorer_error", "upstream_retry"]
+StopReason = Literal["stop", "length", "halt", "scorer_error", "upstream_error", "cancelled"]
 TriggerWindow = Literal["chunk", "full", "final", "candidates"]
 
 
@@ -58,6 +58,19 @@ class Timings(BaseModel):
     scorer_s: float = Field(default=0.0, description="Seconds spent waiting for the scorer.")
 
 
+class UpstreamAttempt(BaseModel):
+    """One request to a hosted (chunk-controlled) primary; a supervised answer may take several."""
+
+    index: int
+    reason: Literal["start", "rollback", "reprompt", "retry"]
+    prefix_chars: int = Field(description="Length of the checked response text this request continued.")
+    prompt_tokens: int | None = Field(default=None, description="As the server reported it (None if it did not).")
+    completion_tokens: int | None = None
+    logit_bias_entries: int = 0
+    finish_reason: str | None = None
+    error: str | None = Field(default=None, description="The upstream fault that ended this request, if any.")
+
+
 class GenerationResult(BaseModel):
     text: str = Field(description="The released response: exactly what stream() yielded, concatenated.")
     stop_reason: StopReason
@@ -66,6 +79,9 @@ class GenerationResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     timings: Timings = Field(default_factory=Timings)
     error: str | None = Field(default=None, description="Why generation stopped early, when it did.")
+    attempts: list[UpstreamAttempt] = Field(
+        default_factory=list, description="Hosted primaries: every upstream request, in order (empty for local ones)."
+    )
 
     def count(self, kind: EventKind) -> int:
         return sum(1 for event in self.events if event.kind == kind)

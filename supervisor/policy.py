@@ -125,6 +125,24 @@ class Policy(BaseModel):
     scorer_timeout_s: float = Field(
         default=30.0, gt=0.0, le=3600.0, description="Seconds one scorer call may take before it counts as failed."
     )
+    max_upstream_retries: int = Field(
+        default=2, ge=0, le=20,
+        description=(
+            "Hosted primaries: how many times a dropped connection, a timeout, a 429 or a 5xx is retried by a new "
+            "request from the last checked position before the caller gets an UpstreamError (with the released text)."
+        ),
+    )
+    upstream_backoff_s: float = Field(
+        default=0.5, ge=0.0, le=60.0,
+        description="Hosted primaries: first wait before a retry, doubled each time (a Retry-After header wins).",
+    )
+    max_logit_bias_entries: int = Field(
+        default=1024, ge=0, le=100_000,
+        description=(
+            "Hosted primaries: most token ids sent in logit_bias on a retry (OpenAI rejects larger maps); the ones "
+            "banned first are kept."
+        ),
+    )
 
     @field_validator("category_thresholds")
     @classmethod

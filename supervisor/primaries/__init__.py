@@ -4,7 +4,10 @@ Accepted names:
 - ``"smollm2"``: the embedded SmolLM2-135M-Instruct, on llama.cpp when installed, else transformers;
 - ``"smollm2:llama-cpp"`` / ``"smollm2:transformers"``: the same on a chosen backend;
 - ``"llama-cpp:PATH.gguf"`` or a path ending in ``.gguf``: any GGUF on llama.cpp;
-- ``"hf:NAME_OR_PATH"`` or an existing directory: any Hugging Face causal LM on transformers.
+- ``"hf:NAME_OR_PATH"`` or an existing directory: any Hugging Face causal LM on transformers;
+- ``"openai:MODEL"`` (OpenAI, with the SDK's environment) or ``"openai:MODEL@http://host:port/v1"`` (any
+  OpenAI-compatible server: vLLM, llama.cpp server, Ollama, LiteLLM): a hosted model under chunk-level
+  control (see :mod:`supervisor.primaries.openai_compatible`).
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from supervisor.chunk_session import ChunkPrimary
 from supervisor.errors import ModelNotFoundError
 from supervisor.primaries.base import LogitPrimary, stable_text
 from supervisor.primaries.embedded import SMOLLM2_GGUF, smollm2_path
 
 ACCEPTED = (
     "'smollm2', 'smollm2:llama-cpp', 'smollm2:transformers', 'llama-cpp:PATH.gguf', a path to a .gguf file, "
-    "'hf:NAME_OR_PATH', or a directory holding a Hugging Face causal LM"
+    "'hf:NAME_OR_PATH', a directory holding a Hugging Face causal LM, 'openai:MODEL' or "
+    "'openai:MODEL@http://host:port/v1'"
 )
 
 
@@ -27,8 +32,8 @@ def llama_cpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def load_primary(name: str = "smollm2", **kwargs: Any) -> LogitPrimary:
-    """Load a logit-controlled primary by name; keyword arguments go to the backend's loader."""
+def load_primary(name: str = "smollm2", **kwargs: Any) -> LogitPrimary | ChunkPrimary:
+    """Load a primary by name; keyword arguments go to the backend's loader."""
     if not isinstance(name, str) or not name.strip():
         raise ModelNotFoundError(f"primary name must be a non-empty string; accepted: {ACCEPTED}")
     backend, _, rest = name.partition(":")
@@ -38,6 +43,10 @@ def load_primary(name: str = "smollm2", **kwargs: Any) -> LogitPrimary:
     elif backend == "smollm2" and rest in ("llama-cpp", "transformers"):
         backend, rest = rest, "smollm2"
 
+    if backend == "openai" and rest:
+        from supervisor.primaries.openai_compatible import load_openai_primary
+
+        return load_openai_primary(rest, **kwargs)
     if backend == "llama-cpp" and rest:
         from supervisor.primaries.llama_cpp import LlamaCppPrimary
 

@@ -60,6 +60,10 @@ def assess_checked(
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of a user-supplied scorer is reported the same way
         raise ScorerError(f"scorer {scorer.name!r} raised {type(exc).__name__}: {exc}") from exc
+    return _checked_result(scorer, texts, result)
+
+
+def _checked_result(scorer: Scorer, texts: Sequence[Any], result: Any) -> list[Assessment]:
     if not isinstance(result, list) or len(result) != len(texts) or not all(
         isinstance(item, Assessment) for item in result
     ):
@@ -67,3 +71,16 @@ def assess_checked(
             f"scorer {scorer.name!r} must return a list of {len(texts)} Assessment objects, got {result!r:.200}"
         )
     return result
+
+
+async def aassess_checked(scorer: Scorer, texts: Sequence[str], timeout_s: float | None) -> list[Assessment]:
+    """Async twin of :func:`assess_checked` (uses the scorer's ``aassess``)."""
+    try:
+        result = await asyncio.wait_for(scorer.aassess(list(texts)), timeout=timeout_s)
+    except asyncio.TimeoutError as exc:
+        raise ScorerError(f"scorer {scorer.name!r} did not answer within {timeout_s} s") from exc
+    except ScorerError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of a user-supplied scorer is reported the same way
+        raise ScorerError(f"scorer {scorer.name!r} raised {type(exc).__name__}: {exc}") from exc
+    return _checked_result(scorer, texts, result)

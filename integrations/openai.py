@@ -1,0 +1,400 @@
+"""A drop-in wrapper around the OpenAI client: same calls, same return types, supervised text.
+
+```python
+from openai import OpenAI
+from supervisor.integrations.openai import supervise
+
+client = supervise(OpenAI(), scorer="lexical")
+for chunk in client.chat.completions.create(model="gpt-4o-mini", messages=[...], stream=True):
+    print(chunk.choices[0].delta.content or "", end="")
+```
+
+``chat.completions.create`` (sync and async, ``stream=True`` or not) and ``responses.create`` are
+supervised at chunk level (see :mod:`supervisor.chunk_session`); every other attribute of the
+client passes through untouched. The upstream request is always streamed, so that the supervisor
+can abort it; the caller receives real ``ChatCompletionChunk`` / ``ChatCompletion`` objects that
+carry only released (checked) text. What the supervisor did is on ``.supervision`` (a
+:class:`~supervisor.events.GenerationResult`: events, attempts, usage) of the ``ChatCompletion``, of
+the last streamed chunk, and of the stream object; ``on_event`` is called for each intervention.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from supervisor.api import _policy
+from supervisor.chunk_session import ChunkSession, arun_chunked, chunk_session, run_chunked
+from supervisor.errors import InputError
+from supervisor.events import EventObserver, GenerationResult
+from supervisor.policy import Policy
+from supervisor.primaries.openai_compatible import ChatRequest, Continuation, OpenAICompatiblePrimary
+from supervisor.scorers import Scorer, get_scorer
+
+__all__ = ["supervise", "SupervisedOpenAI", "AsyncSupervisedOpenAI", "SupervisedChatStream",
+           "AsyncSupervisedChatStream"]
+
+_UNLIMITED = 1 << 20
+_FINISH_FOR_STOP = {"halt": "content_filter", "scorer_error": "content_filter", "length": "length"}
+
+
+def supervise(
+    client: Any,
+    *,
+    scorer: str | Scorer | None = None,
+    policy: Policy | str | Path | dict[str, Any] | None = None,
+    continuation: Continuation = "instruction",
+    chat_template: str | Callable[[Sequence[Mapping[str, str]]], str] | None = None,
+    tokenizer: str | Callable[[str], list[int]] | None = "auto",
+    on_event: EventObserver | None = None,
+) -> Any:
+    """Wrap an ``openai.OpenAI`` or ``openai.AsyncOpenAI`` client; returns a client of the same shape.
+
+    ``continuation`` and ``chat_template`` say how a stopped answer is resumed and ``tokenizer`` where
+    the token ids for ``logit_bias`` come from (see :mod:`supervisor.primaries.openai_compatible`).
+    """
+    import openai
+
+    settings = _Settings(get_scorer(scorer), _policy(policy), on_event)
+    if isinstance(client, openai.AsyncOpenAI):
+        primary = OpenAICompatiblePrimary(async_client=client, continuation=continuation,
+                                          chat_template=chat_template, tokenizer=tokenizer)
+        return AsyncSupervisedOpenAI(client, primary, settings)
+    if isinstance(client, openai.OpenAI):
+        primary = OpenAICompatiblePrimary(client, continuation=continuation, chat_template=chat_template,
+                                          tokenizer=tokenizer)
+        return SupervisedOpenAI(client, primary, settings)
+    raise InputError(f"supervise() takes an openai.OpenAI or openai.AsyncOpenAI client, got {type(client).__name__}")
+
+
+class _Settings:
+    def __init__(self, scorer: Scorer, policy: Policy, on_event: EventObserver | None) -> None:
+        self.scorer = scorer
+        self.policy = policy
+        self.on_event = on_event
+
+
+class _Passthrough:
+    """Every attribute not defined here comes from the wrapped object."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+
+# -- request handling shared by sync and async ----------------------------------------------------
+def _checked_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    if "messages" not in kwargs:
+        raise InputError("chat.completions.create() needs messages=")
+    n = kwargs.get("n")
+    if n not in (None, 1):
+        raise InputError(
+            f"n={n} is not supported under supervision (each choice would need its own supervised stream); "
+            "make n separate calls"
+        )
+    if kwargs.get("logprobs") or kwargs.get("top_logprobs"):
+        raise InputError("logprobs are not supported under supervision: discarded attempts would make them wrong")
+    return kwargs
+
+
+def _max_tokens(kwargs: Mapping[str, Any]) -> int:
+    value = kwargs.get("max_completion_tokens") or kwargs.get("max_tokens")
+    return int(value) if value else _UNLIMITED
+
+
+def _session(primary: OpenAICompatiblePrimary, request: ChatRequest, settings: _Settings) -> ChunkSession:
+    observers = [settings.on_event] if settings.on_event else []
+    return chunk_session(primary, request, settings.policy, max_tokens=_max_tokens(request.kwargs),
+                         observers=observers)
+
+
+def _finish_reason(result: GenerationResult, request: ChatRequest) -> str:
+    if result.stop_reason in _FINISH_FOR_STOP:
+        return _FINISH_FOR_STOP[result.stop_reason]
+    return "tool_calls" if request.tool_calls else "stop"
+
+
+def _usage(result: GenerationResult) -> Any:
+    from openai.types import CompletionUsage
+
+    prompt = sum(a.prompt_tokens or 0 for a in result.attempts)
+    completion = sum(a.completion_tokens or 0 for a in result.attempts)
+    return CompletionUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+class _ChunkFactory:
+    """Builds ``ChatCompletionChunk`` objects in the upstream's name (id, model, created)."""
+
+    def __init__(self, request: ChatRequest) -> None:
+        self.request = request
+        self.fallback_id = f"chatcmpl-sup-{uuid.uuid4().hex[:24]}"
+        self.fallback_created = int(time.time())
+        self.role_sent = False
+
+    def chunk(self, *, content: str | None = None, tool_calls: list[Any] | None = None,
+              finish_reason: str | None = None, usage: Any = None, last: bool = False) -> Any:
+        from openai.types.chat import ChatCompletionChunk
+        from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
+
+        request = self.request
+        choices = []
+        if usage is None:
+            delta = ChoiceDelta(content=content, tool_calls=tool_calls or None,
+                                role=None if self.role_sent else "assistant")
+            self.role_sent = True
+            choices = [Choice(index=0, delta=delta, finish_reason=finish_reason)]
+        return ChatCompletionChunk(
+            id=request.response_id or self.fallback_id,
+            created=request.created or self.fallback_created,
+            model=request.model or str(request.kwargs.get("model", "")),
+            object="chat.completion.chunk",
+            system_fingerprint=request.system_fingerprint,
+            choices=choices,
+            usage=usage,
+        )
+
+
+def _attach(obj: Any, result: GenerationResult | None) -> Any:
+    """Put the supervision report on an OpenAI object without changing its type or its JSON."""
+    object.__setattr__(obj, "supervision", result)
+    return obj
+
+
+def _completion(request: ChatRequest, text: str, result: GenerationResult) -> Any:
+    from openai.types.chat import ChatCompletion, ChatCompletionMessage
+    from openai.types.chat.chat_completion import Choice
+
+    tool_calls = _merged_tool_calls(request.tool_calls)
+    message = ChatCompletionMessage(role="assistant", content=text if text or not tool_calls else None,
+                                    tool_calls=tool_calls or None)
+    completion = ChatCompletion(
+        id=request.response_id or f"chatcmpl-sup-{uuid.uuid4().hex[:24]}",
+        created=request.created or int(time.time()),
+        model=request.model or str(request.kwargs.get("model", "")),
+        object="chat.completion",
+        system_fingerprint=request.system_fingerprint,
+        choices=[Choice(index=0, message=message, finish_reason=_finish_reason(result, request),
+                        logprobs=None)],
+        usage=_usage(result),
+    )
+    return _attach(completion, result)
+
+
+def _merged_tool_calls(deltas: list[Any]) -> list[Any]:
+    from openai.types.chat import ChatCompletionMessageToolCall
+
+    merged: dict[int, dict[str, Any]] = {}
+    for delta in deltas:
+        entry = merged.setdefault(delta.index, {"id": None, "name": "", "arguments": ""})
+        entry["id"] = delta.id or entry["id"]
+        if delta.function is not None:
+            entry["name"] += delta.function.name or ""
+            entry["arguments"] += delta.function.arguments or ""
+    return [
+        ChatCompletionMessageToolCall(id=e["id"] or f"call_{i}", type="function",
+                                      function={"name": e["name"], "arguments": e["arguments"]})
+        for i, e in sorted(merged.items())
+    ]
+
+
+# -- sync -----------------------------------------------------------------------------------------
+class SupervisedChatStream:
+    """Iterates ``ChatCompletionChunk`` objects carrying released text only; closes the upstream on
+    ``close()`` or when a ``with`` block ends. ``events`` grows live; ``supervision`` is set at the end."""
+
+    def __init__(self, primary: OpenAICompatiblePrimary, request: ChatRequest, settings: _Settings) -> None:
+        self._request = request
+        self._session = _session(primary, request, settings)
+        self._factory = _ChunkFactory(request)
+        self._include_usage = bool((request.kwargs.get("stream_options") or {}).get("include_usage"))
+        self._texts = run_chunked(self._session, primary, request, settings.scorer)
+        self._chunks = self._generate()
+
+    def _generate(self) -> Generator[Any, None, None]:
+        for text in self._texts:
+            yield self._factory.chunk(content=text)
+        result = self._session.result
+        assert result is not None
+        for tool_call in self._request.tool_calls:
+            yield self._factory.chunk(tool_calls=[tool_call])
+        last = self._factory.chunk(finish_reason=_finish_reason(result, self._request))
+        if not self._include_usage:
+            yield _attach(last, result)
+            return
+        yield last
+        yield _attach(self._factory.chunk(usage=_usage(result)), result)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self._chunks.close()
+        self._texts.close()
+
+    def __enter__(self) -> SupervisedChatStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def events(self) -> list[Any]:
+        return self._session.events
+
+    @property
+    def supervision(self) -> GenerationResult | None:
+        return self._session.result
+
+
+class _SupervisedCompletions(_Passthrough):
+    def __init__(self, target: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
+        super().__init__(target)
+        self._primary = primary
+        self._settings = settings
+
+    def create(self, **kwargs: Any) -> Any:
+        """``chat.completions.create`` with the same arguments; text is supervised."""
+        request = ChatRequest(kwargs=_checked_kwargs(dict(kwargs)))
+        stream = SupervisedChatStream(self._primary, request, self._settings)
+        if kwargs.get("stream"):
+            return stream
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        result = stream.supervision
+        assert result is not None
+        return _completion(request, text, result)
+
+
+class _SupervisedChat(_Passthrough):
+    def __init__(self, target: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
+        super().__init__(target)
+        self.completions = _SupervisedCompletions(target.completions, primary, settings)
+
+
+class SupervisedOpenAI(_Passthrough):
+    """An ``openai.OpenAI`` client whose chat completions and responses are supervised."""
+
+    def __init__(self, client: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
+        super().__init__(client)
+        self._primary = primary
+        self._settings = settings
+        self.chat = _SupervisedChat(client.chat, primary, settings)
+        from supervisor.integrations.openai_responses import SupervisedResponses
+
+        self.responses = SupervisedResponses(client.responses, settings, client)
+
+    @property
+    def unwrapped(self) -> Any:
+        """The original client (unsupervised)."""
+        return self._target
+
+    def with_options(self, **options: Any) -> SupervisedOpenAI:
+        client = self._target.with_options(**options)
+        primary = OpenAICompatiblePrimary(client, continuation=self._primary.continuation,
+                                          chat_template=self._primary._render, tokenizer=self._primary._tokenizer_spec)
+        return SupervisedOpenAI(client, primary, self._settings)
+
+
+# -- async ----------------------------------------------------------------------------------------
+class AsyncSupervisedChatStream:
+    """Async twin of :class:`SupervisedChatStream` (``async for``, ``await close()``, ``async with``)."""
+
+    def __init__(self, primary: OpenAICompatiblePrimary, request: ChatRequest, settings: _Settings) -> None:
+        self._request = request
+        self._session = _session(primary, request, settings)
+        self._factory = _ChunkFactory(request)
+        self._include_usage = bool((request.kwargs.get("stream_options") or {}).get("include_usage"))
+        self._texts = arun_chunked(self._session, primary, request, settings.scorer)
+        self._chunks = self._generate()
+
+    async def _generate(self) -> AsyncGenerator[Any, None]:
+        async for text in self._texts:
+            yield self._factory.chunk(content=text)
+        result = self._session.result
+        assert result is not None
+        for tool_call in self._request.tool_calls:
+            yield self._factory.chunk(tool_calls=[tool_call])
+        last = self._factory.chunk(finish_reason=_finish_reason(result, self._request))
+        if not self._include_usage:
+            yield _attach(last, result)
+            return
+        yield last
+        yield _attach(self._factory.chunk(usage=_usage(result)), result)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self._chunks.__anext__()
+
+    async def close(self) -> None:
+        await self._chunks.aclose()
+        await self._texts.aclose()
+
+    async def __aenter__(self) -> AsyncSupervisedChatStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def events(self) -> list[Any]:
+        return self._session.events
+
+    @property
+    def supervision(self) -> GenerationResult | None:
+        return self._session.result
+
+
+class _AsyncSupervisedCompletions(_Passthrough):
+    def __init__(self, target: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
+        super().__init__(target)
+        self._primary = primary
+        self._settings = settings
+
+    async def create(self, **kwargs: Any) -> Any:
+        """``await chat.completions.create(...)`` with the same arguments; text is supervised."""
+        request = ChatRequest(kwargs=_checked_kwargs(dict(kwargs)))
+        stream = AsyncSupervisedChatStream(self._primary, request, self._settings)
+        if kwargs.get("stream"):
+            return stream
+        parts = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
+        result = stream.supervision
+        assert result is not None
+        return _completion(request, "".join(parts), result)
+
+
+class _AsyncSupervisedChat(_Passthrough):
+    def __init__(self, target: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
+        super().__init__(target)
+        self.completions = _AsyncSupervisedCompletions(target.completions, primary, settings)
+
+
+class AsyncSupervisedOpenAI(_Passthrough):
+    """An ``openai.AsyncOpenAI`` client whose chat completions and responses are supervised."""
+
+    def __init__(self, client: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
+        super().__init__(client)
+        self._primary = primary
+        self._settings = settings
+        self.chat = _AsyncSupervisedChat(client.chat, primary, settings)
+        from supervisor.integrations.openai_responses import AsyncSupervisedResponses
+
+        self.responses = AsyncSupervisedResponses(client.responses, settings, client)
+
+    @property
+    def unwrapped(self) -> Any:
+        return self._target
+
+    def with_options(self, **options: Any) -> AsyncSupervisedOpenAI:
+        client = self._target.with_options(**options)
+        primary = OpenAICompatiblePrimary(async_client=client, continuation=self._primary.continuation,
+                                          chat_template=self._primary._render, tokenizer=self._primary._tokenizer_spec)
+        return AsyncSupervisedOpenAI(client, primary, self._settings)

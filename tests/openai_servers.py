@@ -1,0 +1,185 @@
+"""Servers for the OpenAI integration tests.
+
+- :func:`llama_server_url` starts (once per test run) the real ``python -m llama_cpp.server`` with the
+  embedded SmolLM2, unless ``SUPERVISOR_TEST_OPENAI_URL`` names one already running (``.ci/run``
+  starts one that way).
+- :class:`ScriptedOpenAIServer` speaks the OpenAI wire protocol from a script, for the faults a real
+  server cannot be made to show on demand: a connection cut mid-stream, a 429, a 5xx, tool calls,
+  and the Responses API (which llama.cpp's server does not have).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MODEL_ALIAS = "smollm2"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(url: str, timeout_s: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {process.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.25)
+    raise RuntimeError(f"no answer from {url} within {timeout_s} s")
+
+
+def start_llama_server(model_path: str, port: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", model_path, "--model_alias", MODEL_ALIAS,
+               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(f"http://127.0.0.1:{port}/v1/models", process=process)
+    return process
+
+
+@dataclass
+class Reply:
+    """One scripted answer. ``pieces`` stream as deltas; ``cut_after`` drops the connection after that
+    many; ``status`` answers with an HTTP error instead."""
+
+    pieces: list[str] = field(default_factory=list)
+    cut_after: int | None = None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    tool_call: tuple[str, str] | None = None
+    finish_reason: str = "stop"
+
+
+class ScriptedOpenAIServer:
+    """``/v1/chat/completions`` and ``/v1/responses`` answered from a script; records every request body."""
+
+    def __init__(self, replies: list[Reply]) -> None:
+        self.replies = list(replies)
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with server._lock:
+                    server.requests.append({"path": self.path, **body})
+                    reply = server.replies.pop(0) if server.replies else Reply(pieces=["(script ended)"])
+                if reply.status != 200:
+                    payload = json.dumps({"error": {"message": f"scripted {reply.status}", "type": "test"}}).encode()
+                    self.send_response(reply.status)
+                    for key, value in {"Content-Type": "application/json", **reply.headers}.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                events = (server._responses_events if self.path.endswith("/responses") else server._chat_events)(reply)
+                for index, event in enumerate(events):
+                    if reply.cut_after is not None and index == reply.cut_after + 1:
+                        # the connection drops mid-body: no terminating chunk, no [DONE]
+                        self.wfile.flush()
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        self.close_connection = True
+                        return
+                    self._chunk(f"data: {json.dumps(event)}\n\n".encode())
+                self._chunk(b"data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+                self.close_connection = True
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> ScriptedOpenAIServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    @staticmethod
+    def _chat_events(reply: Reply) -> list[dict[str, Any]]:
+        base = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 1700000000,
+                "model": "scripted"}
+        events: list[dict[str, Any]] = [
+            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": piece}, "finish_reason": None}]}
+            for piece in reply.pieces
+        ]
+        finish = reply.finish_reason
+        if reply.tool_call is not None:
+            name, arguments = reply.tool_call
+            call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments}}
+            events.append({**base, "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]})
+            finish = "tool_calls"
+        events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+        events.append({**base, "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": len(reply.pieces),
+                                                          "total_tokens": 7 + len(reply.pieces)}})
+        return events
+
+    @staticmethod
+    def _responses_events(reply: Reply) -> list[dict[str, Any]]:
+        response = {"id": "resp_scripted", "object": "response", "created_at": 1700000000, "model": "scripted",
+                    "status": "in_progress", "output": [], "parallel_tool_calls": False, "tool_choice": "auto",
+                    "tools": []}
+        item = {"id": "msg_1", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+        part = {"type": "output_text", "text": "", "annotations": []}
+        text = "".join(reply.pieces)
+        events: list[dict[str, Any]] = [
+            {"type": "response.created", "response": response},
+            {"type": "response.in_progress", "response": response},
+            {"type": "response.output_item.added", "output_index": 0, "item": item},
+            {"type": "response.content_part.added", "item_id": "msg_1", "output_index": 0, "content_index": 0,
+             "part": part},
+        ]
+        events += [{"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0,
+                    "delta": piece, "logprobs": []} for piece in reply.pieces]
+        done_item = {**item, "status": "completed", "content": [{**part, "text": text}]}
+        events += [
+            {"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0, "content_index": 0,
+             "text": text, "logprobs": []},
+            {"type": "response.output_item.done", "output_index": 0, "item": done_item},
+            {"type": "response.completed", "response": {
+                **response, "status": "completed", "output": [done_item],
+                "usage": {"input_tokens": 5, "output_tokens": len(reply.pieces), "total_tokens": 5 + len(reply.pieces),
+                          "input_tokens_details": {"cached_tokens": 0},
+                          "output_tokens_details": {"reasoning_tokens": 0}}}},
+        ]
+        for number, event in enumerate(events):
+            event["sequence_number"] = number
+        return events
+
+
+def llama_server_env_url() -> str | None:
+    return os.environ.get("SUPERVISOR_TEST_OPENAI_URL") or None

@@ -1,0 +1,206 @@
+"""The OpenAI client wrapper: the real ``openai`` client against the real llama.cpp server (embedded
+SmolLM2), and a scripted server for the faults a real server cannot be made to show."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+openai = pytest.importorskip("openai")
+
+from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: E402
+
+from supervisor import Policy  # noqa: E402
+from supervisor.errors import InputError, UpstreamError  # noqa: E402
+from supervisor.integrations.openai import supervise  # noqa: E402
+from supervisor.primaries.embedded import smollm2_path  # noqa: E402
+from supervisor.primaries.openai_compatible import CONTINUE_INSTRUCTION, chat_template_from_gguf  # noqa: E402
+from tests.helpers import KeywordScorer  # noqa: E402
+from tests.openai_servers import MODEL_ALIAS, Reply, ScriptedOpenAIServer  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+RAINBOW = [{"role": "user", "content": "List the seven colors of the rainbow, separated by commas."}]
+GREEDY: dict[str, Any] = {"model": MODEL_ALIAS, "temperature": 0.0, "seed": 1, "max_tokens": 40}
+FAST = Policy(upstream_backoff_s=0.0, checkpoint_every=4, window_tokens=8)
+
+
+def client(url: str) -> Any:
+    return openai.OpenAI(base_url=url, api_key="not-needed", max_retries=0)
+
+
+def async_client(url: str) -> Any:
+    return openai.AsyncOpenAI(base_url=url, api_key="not-needed", max_retries=0)
+
+
+def raw_answer(url: str, messages: list[dict[str, str]], **kwargs: Any) -> str:
+    reply = client(url).chat.completions.create(messages=messages, **{**GREEDY, **kwargs})
+    return str(reply.choices[0].message.content)
+
+
+def test_streaming_yields_real_chunks_of_released_text_and_passes_the_rest_through(llama_server_url: str) -> None:
+    events: list[Any] = []
+    wrapped = supervise(client(llama_server_url), scorer="lexical", on_event=events.append)
+    assert [m.id for m in wrapped.models.list().data] == [MODEL_ALIAS]  # untouched passthrough
+    stream = wrapped.chat.completions.create(messages=RAINBOW, stream=True,
+                                             stream_options={"include_usage": True}, **GREEDY)
+    chunks = list(stream)
+    assert all(isinstance(chunk, ChatCompletionChunk) for chunk in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish in (["stop"], ["length"])
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0 and not chunks[-1].choices
+    report = chunks[-1].supervision
+    assert report is stream.supervision and report.text == text and not report.events and not events
+    assert text == raw_answer(llama_server_url, RAINBOW)  # safe text passes unchanged
+    assert "supervision" not in chunks[-1].model_dump()  # the OpenAI type's JSON is unchanged
+
+
+def test_non_streaming_returns_a_chat_completion_with_summed_usage(llama_server_url: str) -> None:
+    wrapped = supervise(client(llama_server_url), scorer=KeywordScorer(word="orange", step=1.0), policy=FAST,
+                        continuation="completions", chat_template=chat_template_from_gguf(smollm2_path()))
+    plain = raw_answer(llama_server_url, RAINBOW)
+    assert "orange" in plain  # the model's real answer has the word the scorer flags
+    completion = wrapped.chat.completions.create(messages=RAINBOW, **GREEDY)
+    assert isinstance(completion, ChatCompletion)
+    text = completion.choices[0].message.content
+    report = completion.supervision
+    assert report.text == text and "orange" not in text
+    assert report.count("rollback") >= 1
+    attempts = report.attempts
+    assert len(attempts) >= 2 and attempts[1].logit_bias_entries > 0
+    assert completion.usage.prompt_tokens == sum(a.prompt_tokens for a in attempts)
+    assert completion.usage.completion_tokens == sum(a.completion_tokens for a in attempts)
+
+
+def test_logit_bias_changes_the_retry_on_the_real_server(llama_server_url: str) -> None:
+    """The ban reaches the server: the same greedy request with the retry's logit_bias differs."""
+    seen: list[Any] = []
+    wrapped = supervise(client(llama_server_url), scorer=KeywordScorer(word="orange", step=1.0), policy=FAST,
+                        continuation="completions", chat_template=chat_template_from_gguf(smollm2_path()),
+                        on_event=seen.append)
+    stream = wrapped.chat.completions.create(messages=RAINBOW, stream=True, **GREEDY)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    report = stream.supervision
+    rollback = next(e for e in report.events if e.kind == "rollback")
+    assert "orange" in rollback.removed_text and rollback in seen
+    assert "orange" not in text
+    retry = report.attempts[1]
+    assert retry.reason == "rollback" and retry.logit_bias_entries > 0
+    # Exact continuation: the retry resumed the checked prefix, which the caller got unchanged.
+    assert text.startswith(text[: retry.prefix_chars])
+
+
+def test_instruction_continuation_sends_the_prefix_and_the_documented_instruction() -> None:
+    replies = [Reply(pieces=["The", " sky", " is", " blue", " and", " bad", " bad", " bad"]),
+               Reply(pieces=["green", " too."])]
+    with ScriptedOpenAIServer(replies) as server:
+        wrapped = supervise(client(server.url), scorer=KeywordScorer(step=1.0), policy=FAST, tokenizer=None)
+        completion = wrapped.chat.completions.create(model="scripted", messages=RAINBOW)
+    retry = server.requests[1]
+    assert retry["messages"][-2] == {"role": "assistant", "content": "The sky is blue"}
+    assert retry["messages"][-1] == {"role": "user", "content": CONTINUE_INSTRUCTION}
+    assert completion.choices[0].message.content == "The sky is blue green too."
+    assert "logit_bias" not in retry  # tokenizer=None: no token ids to ban
+
+
+def test_async_streaming_and_non_streaming(llama_server_url: str) -> None:
+    async def main() -> tuple[str, str, Any]:
+        wrapped = supervise(async_client(llama_server_url), scorer="lexical")
+        stream = await wrapped.chat.completions.create(messages=RAINBOW, stream=True, **GREEDY)
+        async with stream:
+            parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        completion = await wrapped.chat.completions.create(messages=RAINBOW, **GREEDY)
+        return "".join(parts), completion.choices[0].message.content, completion
+
+    streamed, whole, completion = asyncio.run(main())
+    assert streamed == whole == raw_answer(llama_server_url, RAINBOW)
+    assert completion.supervision.stop_reason in ("stop", "length")
+
+
+def test_closing_early_closes_the_upstream_and_keeps_the_released_text(llama_server_url: str) -> None:
+    wrapped = supervise(client(llama_server_url), policy=Policy(checkpoint_every=2, holdback_checkpoints=0))
+    with wrapped.chat.completions.create(messages=RAINBOW, stream=True, **{**GREEDY, "max_tokens": 100}) as stream:
+        first = next(iter(stream))
+    assert stream.supervision is not None and stream.supervision.stop_reason == "cancelled"
+    assert stream.supervision.text == (first.choices[0].delta.content or "")
+    assert raw_answer(llama_server_url, RAINBOW)  # the server is free again
+
+
+def test_refused_arguments_say_why() -> None:
+    wrapped = supervise(openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="x"))
+    with pytest.raises(InputError, match="n=2"):
+        wrapped.chat.completions.create(model="m", messages=RAINBOW, n=2)
+    with pytest.raises(InputError, match="openai.OpenAI or openai.AsyncOpenAI"):
+        supervise(object())
+
+
+def test_dropped_connection_and_429_are_retried_from_checked_text() -> None:
+    pieces = ["One", " two", " three", " four", " five", " six", " seven", " eight", " nine", " ten"]
+    replies = [Reply(pieces=pieces, cut_after=7), Reply(status=429, headers={"Retry-After": "0"}),
+               Reply(pieces=[" nine", " ten"])]
+    events: list[Any] = []
+    with ScriptedOpenAIServer(replies) as server:
+        wrapped = supervise(client(server.url), scorer=KeywordScorer(), policy=FAST, tokenizer=None,
+                            continuation="prefill", on_event=events.append)
+        completion = wrapped.chat.completions.create(model="scripted", messages=RAINBOW)
+    report = completion.supervision
+    assert [e.kind for e in events] == ["upstream_retry", "upstream_retry"]
+    assert completion.choices[0].message.content == "".join(pieces)
+    resumed = server.requests[2]["messages"][-1]
+    assert resumed["role"] == "assistant" and "".join(pieces).startswith(resumed["content"])
+    assert [a.reason for a in report.attempts] == ["start", "retry", "retry"]
+    assert "429" in (report.attempts[1].error or "")
+
+
+def test_failures_beyond_the_budget_raise_with_the_released_text() -> None:
+    pieces = ["Alpha", " beta", " gamma", " delta", " epsilon", " zeta", " eta", " theta", " iota"]
+    replies = [Reply(pieces=pieces, cut_after=6)] + [Reply(status=503)] * 3
+    policy = Policy(upstream_backoff_s=0.0, checkpoint_every=2, window_tokens=4, holdback_checkpoints=0,
+                    max_upstream_retries=2)
+    with ScriptedOpenAIServer(replies) as server:
+        wrapped = supervise(client(server.url), scorer=KeywordScorer(), policy=policy, tokenizer=None)
+        received = ""
+        with pytest.raises(UpstreamError, match="failed 3 times") as caught:
+            for chunk in wrapped.chat.completions.create(model="scripted", messages=RAINBOW, stream=True):
+                received += chunk.choices[0].delta.content or "" if chunk.choices else ""
+    assert received and caught.value.released_text == received
+    assert "".join(pieces).startswith(received)
+
+
+def test_tool_calls_pass_through_after_the_checked_text() -> None:
+    replies = [Reply(pieces=["Let", " me", " check."], tool_call=("get_weather", '{"city": "Paris"}'))]
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    with ScriptedOpenAIServer(replies) as server:
+        wrapped = supervise(client(server.url), scorer=KeywordScorer(), tokenizer=None)
+        completion = wrapped.chat.completions.create(model="scripted", messages=RAINBOW, tools=tools)
+    assert server.requests[0]["tools"] == tools
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content == "Let me check."
+    assert choice.message.tool_calls[0].function.name == "get_weather"
+    assert choice.message.tool_calls[0].function.arguments == '{"city": "Paris"}'
+
+
+def test_responses_api_is_supervised_with_rollback() -> None:
+    replies = [Reply(pieces=["Clouds", " are", " white", " and", " bad", " bad", " bad"]),
+               Reply(pieces=["soft."])]
+    with ScriptedOpenAIServer(replies) as server:
+        wrapped = supervise(client(server.url), scorer=KeywordScorer(step=1.0), policy=FAST)
+        events = list(wrapped.responses.create(model="scripted", input="Describe clouds.", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added"]
+    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
+                          "response.completed"]
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "Clouds are white and soft." and "bad" not in text
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    completed = events[-1].response
+    assert completed.output_text == text and completed.usage.input_tokens == 10
+    assert events[-1].supervision.count("rollback") == 1
+    retry = server.requests[1]
+    assert retry["input"][-2] == {"role": "assistant", "content": "Clouds are white and"}
+    assert "logit_bias" not in retry
