@@ -77,7 +77,7 @@ class _EventFactory:
         summed = {"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion}
         upstream_usage = getattr(getattr(self.request.completed, "response", None), "usage", None)
         usage = upstream_usage.model_copy(update=summed) if upstream_usage is not None \
-            else ResponseUsage.model_construct(**summed)
+            else ResponseUsage.model_construct(**summed)  # type: ignore[arg-type]
         message = ResponseOutputMessage(
             id=self._item_id(), type="message", role="assistant", status="completed",
             content=[ResponseOutputText(type="output_text", text=text, annotations=[])],

@@ -109,6 +109,52 @@ class ChunkPrimary(ABC):
         """Async twin of :meth:`open`."""
 
 
+# -- continuing an answer through a chat API (no native continuation) --------------------------
+CONTINUE_INSTRUCTION = (
+    "Continue your previous answer exactly where it stops, without repeating any of it and without "
+    "commenting on this request."
+)
+
+
+class EchoFilter:
+    """Instruction continuation: drop the prefix when the model repeats it at the start of its answer."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix.strip()
+        self.buffer = ""
+        self.decided = not self.prefix
+
+    def feed(self, text: str) -> str:
+        if self.decided:
+            return text
+        self.buffer += text
+        head = self.buffer.lstrip()
+        if len(head) < len(self.prefix) and self.prefix.startswith(head):
+            return ""
+        self.decided = True
+        out = head[len(self.prefix):] if head.startswith(self.prefix) else self.buffer
+        return out
+
+    def flush(self) -> str:
+        if self.decided:
+            return ""
+        self.decided = True
+        return self.buffer
+
+
+class Joiner:
+    """Instruction continuation: a new answer starts a fresh word; put back the space the prefix needs."""
+
+    def __init__(self, prefix: str) -> None:
+        self.pending = bool(prefix) and not prefix[-1].isspace()
+
+    def __call__(self, text: str) -> str:
+        if not self.pending or not text:
+            return text
+        self.pending = False
+        return " " + text.lstrip() if text[0].isalnum() else text
+
+
 @dataclass
 class _Trajectory:
     """The response as it stands: text and, at each delta boundary, the cumulative token count."""
@@ -194,7 +240,12 @@ class ChunkSession:
         self._start = time.perf_counter()
         return self._attempt("start")
 
+    def _close_attempt(self) -> None:
+        if self._attempts and self._attempts[-1].completion_tokens is None:
+            self._attempts[-1].completion_tokens = self._stream_tokens  # the server did not say: our count
+
     def _attempt(self, reason: AttemptReason) -> Attempt:
+        self._close_attempt()
         prefix = self._response.text
         attempt = Attempt(
             index=len(self._attempts),
@@ -438,6 +489,7 @@ class ChunkSession:
     def _finish(self, reason: StopReason, *, error: str | None = None) -> None:
         if self.result is not None:
             return
+        self._close_attempt()
         usage = self.usage
         usage.prompt_tokens = sum(a.prompt_tokens or 0 for a in self._attempts)
         usage.generated_tokens = sum(a.completion_tokens or 0 for a in self._attempts)
@@ -457,7 +509,7 @@ class ChunkSession:
 
 
 # -- drivers ------------------------------------------------------------------------------------
-def _settle(session: ChunkSession, step: Step, scorer: Scorer) -> Step:
+def settle(session: ChunkSession, step: Step, scorer: Scorer) -> Step:
     released = step.released
     while step.check is not None:
         started = time.perf_counter()
@@ -475,7 +527,7 @@ def _settle(session: ChunkSession, step: Step, scorer: Scorer) -> Step:
     return step
 
 
-async def _asettle(session: ChunkSession, step: Step, scorer: Scorer) -> Step:
+async def asettle(session: ChunkSession, step: Step, scorer: Scorer) -> Step:
     released = step.released
     while step.check is not None:
         started = time.perf_counter()
@@ -505,13 +557,13 @@ def run_chunked(
             try:
                 with primary.open(request, attempt) as upstream:
                     for delta in upstream:
-                        step = _settle(session, session.feed(delta), scorer)
+                        step = settle(session, session.feed(delta), scorer)
                         if step.released:
                             yield step.released
                         if step.done or step.restart:
                             break
                     else:
-                        step = _settle(session, session.end(), scorer)
+                        step = settle(session, session.end(), scorer)
                         if step.released:
                             yield step.released
             except UpstreamFault as exc:
@@ -536,13 +588,13 @@ async def arun_chunked(
             try:
                 async with primary.aopen(request, attempt) as upstream:
                     async for delta in upstream:
-                        step = await _asettle(session, session.feed(delta), scorer)
+                        step = await asettle(session, session.feed(delta), scorer)
                         if step.released:
                             yield step.released
                         if step.done or step.restart:
                             break
                     else:
-                        step = await _asettle(session, session.end(), scorer)
+                        step = await asettle(session, session.end(), scorer)
                         if step.released:
                             yield step.released
             except UpstreamFault as exc:

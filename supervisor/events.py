@@ -65,7 +65,9 @@ class UpstreamAttempt(BaseModel):
     reason: Literal["start", "rollback", "reprompt", "retry"]
     prefix_chars: int = Field(description="Length of the checked response text this request continued.")
     prompt_tokens: int | None = Field(default=None, description="As the server reported it (None if it did not).")
-    completion_tokens: int | None = None
+    completion_tokens: int | None = Field(
+        default=None, description="As the server reported it, else counted from the stream (our tokenizer or estimate)."
+    )
     logit_bias_entries: int = 0
     finish_reason: str | None = None
     error: str | None = Field(default=None, description="The upstream fault that ended this request, if any.")

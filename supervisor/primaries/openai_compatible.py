@@ -38,15 +38,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from supervisor.chunk_session import Attempt, ChunkPrimary, UpstreamDelta, estimate_tokens
+from supervisor.chunk_session import (
+    CONTINUE_INSTRUCTION,
+    Attempt,
+    ChunkPrimary,
+    EchoFilter,
+    Joiner,
+    UpstreamDelta,
+    estimate_tokens,
+)
 from supervisor.errors import ConfigError, InputError, MissingDependencyError, UpstreamFault
 
 Continuation = Literal["instruction", "prefill", "vllm", "completions"]
 CONTINUATIONS: tuple[str, ...] = ("instruction", "prefill", "vllm", "completions")
-CONTINUE_INSTRUCTION = (
-    "Continue your previous answer exactly where it stops, without repeating any of it and without "
-    "commenting on this request."
-)
 _O200K_MODELS = re.compile(r"^(gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|o1|o3|o4|chatgpt-4o|gpt-oss)")
 _CL100K_MODELS = re.compile(r"^(gpt-4|gpt-3\.5|text-embedding-3|text-embedding-ada)")
 _TIKTOKEN_HASHES = {
@@ -207,32 +211,6 @@ def fault_from(exc: BaseException) -> UpstreamFault | None:
     return None
 
 
-class _EchoFilter:
-    """Instruction continuation: drop the prefix when the model repeats it at the start of its answer."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix.strip()
-        self.buffer = ""
-        self.decided = not self.prefix
-
-    def feed(self, text: str) -> str:
-        if self.decided:
-            return text
-        self.buffer += text
-        head = self.buffer.lstrip()
-        if len(head) < len(self.prefix) and self.prefix.startswith(head):
-            return ""
-        self.decided = True
-        out = head[len(self.prefix):] if head.startswith(self.prefix) else self.buffer
-        return out
-
-    def flush(self) -> str:
-        if self.decided:
-            return ""
-        self.decided = True
-        return self.buffer
-
-
 @dataclass
 class ChatRequest:
     """The caller's ``chat.completions.create`` arguments, and what the upstream said about itself."""
@@ -386,8 +364,8 @@ class OpenAICompatiblePrimary(ChunkPrimary):
                              completion_tokens=completion_tokens, raw=chunk)
 
     def _filtered(self, attempt: Attempt, deltas: Iterator[UpstreamDelta]) -> Iterator[UpstreamDelta]:
-        echo = _EchoFilter(attempt.prefix if self.continuation == "instruction" else "")
-        joiner = _Joiner(attempt.prefix) if self.continuation == "instruction" else None
+        echo = EchoFilter(attempt.prefix if self.continuation == "instruction" else "")
+        joiner = Joiner(attempt.prefix) if self.continuation == "instruction" else None
         for delta in deltas:
             text = echo.feed(delta.text)
             if joiner is not None:
@@ -439,8 +417,8 @@ class OpenAICompatiblePrimary(ChunkPrimary):
             stream = await resource.create(**kwargs)
         except Exception as exc:
             raise (fault_from(exc) or exc) from exc
-        echo = _EchoFilter(attempt.prefix if self.continuation == "instruction" else "")
-        joiner = _Joiner(attempt.prefix) if self.continuation == "instruction" else None
+        echo = EchoFilter(attempt.prefix if self.continuation == "instruction" else "")
+        joiner = Joiner(attempt.prefix) if self.continuation == "instruction" else None
 
         async def deltas() -> AsyncIterator[UpstreamDelta]:
             finished = False
@@ -465,19 +443,6 @@ class OpenAICompatiblePrimary(ChunkPrimary):
             yield deltas()
         finally:
             await stream.close()
-
-
-class _Joiner:
-    """Instruction continuation: a new answer starts a fresh word; put back the space the prefix needs."""
-
-    def __init__(self, prefix: str) -> None:
-        self.pending = bool(prefix) and not prefix[-1].isspace()
-
-    def __call__(self, text: str) -> str:
-        if not self.pending or not text:
-            return text
-        self.pending = False
-        return " " + text.lstrip() if text[0].isalnum() else text
 
 
 def _with_system_instruction(messages: list[dict[str, Any]], instruction: str) -> list[dict[str, Any]]:
@@ -574,8 +539,8 @@ class OpenAIResponsesPrimary(ChunkPrimary):
             request.preamble.append(event)
         return UpstreamDelta(raw=event)
 
-    def _filters(self, attempt: Attempt) -> tuple[_EchoFilter, _Joiner]:
-        return _EchoFilter(attempt.prefix), _Joiner(attempt.prefix)
+    def _filters(self, attempt: Attempt) -> tuple[EchoFilter, Joiner]:
+        return EchoFilter(attempt.prefix), Joiner(attempt.prefix)
 
     @contextmanager
     def open(self, request: Any, attempt: Attempt) -> Iterator[Iterator[UpstreamDelta]]:
