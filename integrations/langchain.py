@@ -134,6 +134,14 @@ class _RunWatcher:
             assert session.result is not None
             self.results[run_id] = session.result
 
+    @staticmethod
+    def unstreamed_text(session: ChunkSession, response: Any) -> str:
+        """The answer's text when no token was streamed (``invoke`` without streaming)."""
+        if session.streamed_chars:
+            return ""
+        generations = getattr(response, "generations", None) or []
+        return "".join(g.text for batch in generations for g in batch if isinstance(getattr(g, "text", None), str))
+
     def after(self, session: ChunkSession, step: Step, run_id: UUID) -> None:
         if not step.done:
             return
@@ -182,7 +190,12 @@ class SupervisorCallbackHandler(BaseCallbackHandler):
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         session = self._watch.session(run_id)
         if session is not None:
-            self._watch.after(session, settle(session, session.end(), self._watch.scorer), run_id)
+            unseen = self._watch.unstreamed_text(session, response)
+            if unseen:  # not streamed: the whole answer is checked now, before invoke() returns it
+                self._watch.after(session, settle(session, session.feed(UpstreamDelta(text=unseen)),
+                                                  self._watch.scorer), run_id)
+            if self._watch.session(run_id) is not None:
+                self._watch.after(session, settle(session, session.end(), self._watch.scorer), run_id)
         self._watch.finish(run_id)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -228,7 +241,12 @@ class AsyncSupervisorCallbackHandler(AsyncCallbackHandler):
     async def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         session = self._watch.session(run_id)
         if session is not None:
-            self._watch.after(session, await asettle(session, session.end(), self._watch.scorer), run_id)
+            unseen = self._watch.unstreamed_text(session, response)
+            if unseen:
+                self._watch.after(session, await asettle(session, session.feed(UpstreamDelta(text=unseen)),
+                                                         self._watch.scorer), run_id)
+            if self._watch.session(run_id) is not None:
+                self._watch.after(session, await asettle(session, session.end(), self._watch.scorer), run_id)
         self._watch.finish(run_id)
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:

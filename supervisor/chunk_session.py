@@ -235,6 +235,11 @@ class ChunkSession:
     def events(self) -> list[InterventionEvent]:
         return list(self._events)
 
+    @property
+    def streamed_chars(self) -> int:
+        """Characters of response text fed so far (kept or discarded)."""
+        return len(self._response.text) + self.usage.discarded_tokens
+
     # -- attempts -------------------------------------------------------------------------------
     def begin(self) -> Attempt:
         self._start = time.perf_counter()

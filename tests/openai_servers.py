@@ -46,7 +46,7 @@ def wait_for(url: str, timeout_s: float = 60.0, process: subprocess.Popen[bytes]
 
 def start_llama_server(model_path: str, port: int) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "llama_cpp.server", "--model", model_path, "--model_alias", MODEL_ALIAS,
-               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
+               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--interrupt_requests", "false"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_for(f"http://127.0.0.1:{port}/v1/models", process=process)
     return process
@@ -82,6 +82,11 @@ class ScriptedOpenAIServer:
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if not self.path.endswith(("/chat/completions", "/responses")):
+                    self.send_response(404)  # e.g. /extras/tokenize: not a llama.cpp server
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 with server._lock:
                     server.requests.append({"path": self.path, **body})
                     reply = server.replies.pop(0) if server.replies else Reply(pieces=["(script ended)"])
