@@ -7,6 +7,7 @@ from __future__ import annotations
 from supervisor.actions import Action, Bias, Continue, Halt, Reprompt, Rollback
 from supervisor.api import AsyncSupervisedStream, SupervisedStream, Supervisor
 from supervisor.assessment import CATEGORIES, Assessment
+from supervisor.chunk_session import ChunkPrimary
 from supervisor.errors import (
     ConfigError,
     InputError,
@@ -15,8 +16,10 @@ from supervisor.errors import (
     PrimaryBusyError,
     ScorerError,
     SupervisorError,
+    UpstreamError,
+    UpstreamFault,
 )
-from supervisor.events import GenerationResult, InterventionEvent, Timings, TracePoint, Usage
+from supervisor.events import GenerationResult, InterventionEvent, Timings, TracePoint, UpstreamAttempt, Usage
 from supervisor.policy import Policy
 from supervisor.primaries import LogitPrimary, load_primary
 from supervisor.scorers import BaseScorer, Scorer, get_scorer
@@ -31,6 +34,7 @@ __all__ = [
     "AsyncSupervisedStream",
     "BaseScorer",
     "Bias",
+    "ChunkPrimary",
     "ConfigError",
     "Continue",
     "GenerationResult",
@@ -53,6 +57,9 @@ __all__ = [
     "SupervisorError",
     "Timings",
     "TracePoint",
+    "UpstreamAttempt",
+    "UpstreamError",
+    "UpstreamFault",
     "Usage",
     "get_scorer",
     "load_primary",

@@ -24,7 +24,9 @@ from supervisor.prompts import PromptItem, bundled_prompts, json_lines, read_jso
 
 
 def _add_model_options(parser: argparse.ArgumentParser, *, max_tokens: int) -> None:
-    parser.add_argument("--primary", default="smollm2", help="primary model (default: the embedded smollm2)")
+    parser.add_argument("--primary", default="smollm2",
+                        help="primary model: smollm2 (default, embedded), a .gguf path, hf:NAME, openai:MODEL or "
+                             "openai:MODEL@http://host:port/v1 (any OpenAI-compatible server)")
     parser.add_argument("--scorer", default=None, help="supervisor model (default: lexical)")
     parser.add_argument("--policy", default=None, help="policy file (.toml or .json)")
     parser.add_argument("--max-tokens", type=int, default=max_tokens)

@@ -213,3 +213,31 @@ def test_responses_api_is_supervised_with_rollback() -> None:
     retry = server.requests[1]
     assert retry["input"][-2] == {"role": "assistant", "content": "Clouds are white and"}
     assert "logit_bias" not in retry
+
+
+def test_openai_compatible_primary_runs_supervisor_and_the_cli(llama_server_url: str, tmp_path: Any) -> None:
+    from supervisor import Supervisor, load_primary
+    from supervisor.cli import main
+
+    primary = load_primary(f"openai:{MODEL_ALIAS}@{llama_server_url}")
+    sup = Supervisor(scorer=KeywordScorer(word="Orange", step=1.0), policy=FAST)
+    result = sup.generate(primary, RAINBOW, max_tokens=40, temperature=0.0, seed=1)
+    assert "Orange" not in result.text and result.count("rollback") >= 1
+    assert result.attempts[0].reason == "start" and result.attempts[1].reason == "rollback"
+    plain = sup.generate(primary, RAINBOW, max_tokens=40, temperature=0.0, seed=1, supervise=False)
+    assert "Orange" in plain.text and not plain.events
+
+    async def both() -> list[str]:
+        async def one() -> str:
+            return (await sup.agenerate(primary, RAINBOW, max_tokens=40, temperature=0.0, seed=1)).text
+        return list(await asyncio.gather(one(), one()))
+
+    assert asyncio.run(both()) == [result.text, result.text]
+    with pytest.raises(InputError, match="pass messages, not prompt="):
+        sup.generate(primary, prompt="Once upon a time")
+
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text('"Name two planets."\n', encoding="utf-8")
+    code = main(["generate", "--primary", f"openai:{MODEL_ALIAS}@{llama_server_url}", "--input", str(source),
+                 "--output", str(target), "--max-tokens", "20"])
+    assert code == 0 and '"text"' in target.read_text(encoding="utf-8")
