@@ -395,6 +395,16 @@ def _as_messages(messages: Sequence[BaseMessage]) -> list[Message]:
     return out
 
 
+def _local_arguments(stop: list[str] | None, kwargs: dict[str, Any]) -> None:
+    unknown = sorted(set(kwargs) - {"max_tokens", "temperature"})
+    if stop or unknown:
+        given = (["stop"] if stop else []) + unknown
+        raise InputError(
+            f"a local primary takes max_tokens and temperature per call, not {', '.join(given)}; "
+            "set the policy or wrap a LangChain chat model for those"
+        )
+
+
 class SupervisedChatModel(BaseChatModel):
     """A chat model whose answers are supervised: only checked text is streamed; unsafe trajectories are
     rolled back, re-prompted or halted per the policy. ``inner`` is any LangChain chat model or a local
@@ -472,6 +482,7 @@ class SupervisedChatModel(BaseChatModel):
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         if isinstance(self.inner, LogitPrimary):
+            _local_arguments(stop, kwargs)
             stream = self._supervisor.stream(self.inner, _as_messages(messages),
                                              max_tokens=kwargs.pop("max_tokens", self.max_tokens),
                                              temperature=kwargs.pop("temperature", self.temperature))
@@ -501,6 +512,7 @@ class SupervisedChatModel(BaseChatModel):
                        run_manager: AsyncCallbackManagerForLLMRun | None = None,
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         if isinstance(self.inner, LogitPrimary):
+            _local_arguments(stop, kwargs)
             stream = self._supervisor.astream(self.inner, _as_messages(messages),
                                               max_tokens=kwargs.pop("max_tokens", self.max_tokens),
                                               temperature=kwargs.pop("temperature", self.temperature))

@@ -254,7 +254,22 @@ class SupervisedChatStream:
         return self._session.result
 
 
-class _SupervisedCompletions(_Passthrough):
+_UNSUPERVISED_GENERATION = ("parse", "stream", "with_raw_response", "with_streaming_response")
+
+
+class _GuardedResource(_Passthrough):
+    """A generating resource: its other ways to generate would bypass supervision, so they are refused."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _UNSUPERVISED_GENERATION:
+            raise InputError(
+                f"{name} is not supervised by llm-supervisor (it would return unchecked text); use create(...) "
+                "(stream=True for streaming), or call it on client.unwrapped knowingly"
+            )
+        return getattr(self._target, name)
+
+
+class _SupervisedCompletions(_GuardedResource):
     def __init__(self, target: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
         super().__init__(target)
         self._primary = primary
@@ -353,7 +368,7 @@ class AsyncSupervisedChatStream:
         return self._session.result
 
 
-class _AsyncSupervisedCompletions(_Passthrough):
+class _AsyncSupervisedCompletions(_GuardedResource):
     def __init__(self, target: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
         super().__init__(target)
         self._primary = primary

@@ -20,6 +20,7 @@ from supervisor.events import GenerationResult
 from supervisor.primaries.openai_compatible import OpenAIResponsesPrimary, ResponsesRequest
 
 _UNLIMITED = 1 << 20
+_UNSUPERVISED_GENERATION = ("parse", "stream", "with_raw_response", "with_streaming_response")
 
 
 def _checked(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -226,6 +227,11 @@ class SupervisedResponses:
         self._primary = OpenAIResponsesPrimary(client=client)
 
     def __getattr__(self, name: str) -> Any:
+        if name in _UNSUPERVISED_GENERATION:
+            raise InputError(
+                f"responses.{name} is not supervised by llm-supervisor (it would return unchecked text); use "
+                "responses.create(...), or call it on client.unwrapped knowingly"
+            )
         return getattr(self._target, name)
 
     def create(self, **kwargs: Any) -> Any:
@@ -247,6 +253,11 @@ class AsyncSupervisedResponses:
         self._primary = OpenAIResponsesPrimary(async_client=client)
 
     def __getattr__(self, name: str) -> Any:
+        if name in _UNSUPERVISED_GENERATION:
+            raise InputError(
+                f"responses.{name} is not supervised by llm-supervisor (it would return unchecked text); use "
+                "responses.create(...), or call it on client.unwrapped knowingly"
+            )
         return getattr(self._target, name)
 
     async def create(self, **kwargs: Any) -> Any:

@@ -237,7 +237,7 @@ class ChunkSession:
 
     @property
     def streamed_chars(self) -> int:
-        """Characters of response text fed so far (kept or discarded)."""
+        """Non-zero once any response text was fed (kept characters plus discarded tokens)."""
         return len(self._response.text) + self.usage.discarded_tokens
 
     # -- attempts -------------------------------------------------------------------------------

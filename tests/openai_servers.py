@@ -63,6 +63,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     tool_call: tuple[str, str] | None = None
     finish_reason: str = "stop"
+    stall_after: int | None = None
+    stall_s: float = 0.0
 
 
 class ScriptedOpenAIServer:
@@ -106,6 +108,10 @@ class ScriptedOpenAIServer:
                 self.end_headers()
                 events = (server._responses_events if self.path.endswith("/responses") else server._chat_events)(reply)
                 for index, event in enumerate(events):
+                    if reply.stall_after is not None and index == reply.stall_after + 1:
+                        time.sleep(reply.stall_s)  # the server hangs mid-answer (the client's timeout fires)
+                        self.close_connection = True
+                        return
                     if reply.cut_after is not None and index == reply.cut_after + 1:
                         # the connection drops mid-body: no terminating chunk, no [DONE]
                         self.wfile.flush()

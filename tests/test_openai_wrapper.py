@@ -145,6 +145,12 @@ def test_refused_arguments_say_why() -> None:
         wrapped.chat.completions.create(model="m", messages=RAINBOW, n=2)
     with pytest.raises(InputError, match="openai.OpenAI or openai.AsyncOpenAI"):
         supervise(object())
+    for bypass in ("parse", "stream", "with_raw_response"):  # would return unchecked text
+        with pytest.raises(InputError, match="not supervised"):
+            getattr(wrapped.chat.completions, bypass)
+    with pytest.raises(InputError, match="not supervised"):
+        wrapped.responses.stream  # noqa: B018
+    assert wrapped.unwrapped.chat.completions.with_raw_response is not None  # knowingly unsupervised
 
 
 def test_dropped_connection_and_429_are_retried_from_checked_text() -> None:
@@ -214,6 +220,14 @@ def test_responses_api_is_supervised_with_rollback() -> None:
     assert retry["input"][-2] == {"role": "assistant", "content": "Clouds are white and"}
     assert "logit_bias" not in retry
 
+    async def non_streaming() -> Any:
+        with ScriptedOpenAIServer([Reply(pieces=["Calm", " skies."])]) as quiet:
+            return await supervise(async_client(quiet.url), scorer=KeywordScorer()).responses.create(
+                model="scripted", input="Describe clouds.")
+
+    response = asyncio.run(non_streaming())
+    assert response.output_text == "Calm skies." and response.supervision.stop_reason == "stop"
+
 
 def test_openai_compatible_primary_runs_supervisor_and_the_cli(llama_server_url: str, tmp_path: Any) -> None:
     from supervisor import Supervisor, load_primary
@@ -241,3 +255,34 @@ def test_openai_compatible_primary_runs_supervisor_and_the_cli(llama_server_url:
     code = main(["generate", "--primary", f"openai:{MODEL_ALIAS}@{llama_server_url}", "--input", str(source),
                  "--output", str(target), "--max-tokens", "20"])
     assert code == 0 and '"text"' in target.read_text(encoding="utf-8")
+
+
+def test_a_server_that_hangs_mid_stream_times_out_and_is_resumed() -> None:
+    pieces = ["Red", " green", " blue", " cyan", " magenta", " yellow", " black", " white"]
+    replies = [Reply(pieces=pieces, stall_after=5, stall_s=3.0), Reply(pieces=pieces[4:])]
+    with ScriptedOpenAIServer(replies) as server:
+        timed = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=1.0)
+        wrapped = supervise(timed, scorer=KeywordScorer(), policy=FAST, tokenizer=None, continuation="prefill")
+        completion = wrapped.chat.completions.create(model="scripted", messages=RAINBOW)
+    report = completion.supervision
+    assert [e.kind for e in report.events] == ["upstream_retry"]
+    assert "Timeout" in (report.attempts[0].error or "") or "timed out" in (report.attempts[0].error or "").lower()
+    assert completion.choices[0].message.content == "".join(pieces)
+    assert server.requests[1]["messages"][-1] == {"role": "assistant", "content": "Red green blue cyan"}
+
+
+def test_tiktoken_vocabularies_load_offline_from_the_wheel(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from supervisor.primaries.openai_compatible import OpenAICompatiblePrimary, tiktoken_encoding
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    tiktoken_encoding.cache_clear()
+    try:
+        assert tiktoken_encoding("o200k_base").encode_ordinary("hello world") == [24912, 2375]
+        assert tiktoken_encoding("cl100k_base").encode_ordinary("hello world") == [15339, 1917]
+        assert len(list(tmp_path.iterdir())) == 2  # placed where tiktoken looks, never downloaded
+        primary = OpenAICompatiblePrimary(openai.OpenAI(api_key="x"), "gpt-4o-mini")
+        assert primary.tokenizer({}) is not None and primary.tokenizer({})("hello world") == [24912, 2375]
+        assert primary.tokenizer({"model": "gpt-4"})("hello world") == [15339, 1917]
+        assert primary.tokenizer({"model": "some-unknown-model"}) is None  # no guessing: no logit_bias
+    finally:
+        tiktoken_encoding.cache_clear()
