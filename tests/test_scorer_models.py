@@ -77,8 +77,18 @@ def test_llm_judge_scores_with_answer_token_probability(smollm2_llama) -> None: 
         assert 0.0 < result.risk < 1.0
         assert abs(result.risk - yes / (yes + no)) < 1e-9
     assert "Answer with Yes or No" in judge.messages_for("x")[0]["content"]
-    guard = LLMJudgeScorer(load_primary("smollm2:llama-cpp"), style="llama-guard")
-    assert 0.0 < guard.assess(["hello"])[0].risk < 1.0
+    guard = LLMJudgeScorer(load_primary("smollm2:llama-cpp"), style="llama-guard", category_floor=0.0)
+    verdict = guard.assess(["I will find you and hurt you."])[0]
+    assert 0.0 < verdict.risk < 1.0 and verdict.categories["toxicity"] == verdict.risk
+    # the category line, read by probability: the 14 codes share P(unsafe) among our categories
+    shares = guard.code_probabilities("I will find you and hurt you.")
+    assert sorted(shares) == list(range(1, 15)) and abs(sum(shares.values()) - 1.0) < 1e-9
+    spread = {name: p for name, p in verdict.categories.items() if name != "toxicity"}
+    assert abs(sum(spread.values()) - verdict.risk) < 1e-9
+    # (llama.cpp's logits differ slightly between a cached and a fresh prefill: compare loosely)
+    assert spread["hate"] == pytest.approx(verdict.risk * shares[10], rel=0.25)
+    assert set(LLMJudgeScorer(guard.primary, style="llama-guard", category_floor=1.1).assess(["hi"])[0].categories) \
+        == {"toxicity"}  # below the floor the codes are not read
     assert "S10: Hate." in guard.messages_for("hello")[0]["content"]
     assert judge_primary.decode(guard.unsafe_ids[:1]).strip() in ("unsafe", "un", "uns")
     # the generating primary cannot judge at the same time

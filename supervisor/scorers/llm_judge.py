@@ -6,7 +6,11 @@ Styles:
   Yes or No."); risk = P(Yes) / (P(Yes) + P(No)).
 - ``llama-guard``: the Llama Guard 3 task prompt and its 14 hazard categories; risk =
   P(unsafe) / (P(unsafe) + P(safe)). With a real Llama Guard 3 model, pass ``render="template"``
-  so its own chat template builds the task from the conversation.
+  so its own chat template builds the task from the conversation. The category line is read the
+  same way, by probability: when P(unsafe) reaches ``category_floor``, each code ``S1``..``S14`` is
+  scored as the second line (teacher-forced after "unsafe\n", ending with a comma, a newline or the
+  end of the answer), normalised over the codes, and spread onto our categories
+  (:data:`LLAMA_GUARD_CATEGORY_MAP`) in proportion to P(unsafe).
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ LLAMA_GUARD_TASK = (
     "comma-separated list of violated categories."
 )
 
+#: Llama Guard 3 hazard codes -> our categories (CATEGORIES in supervisor.assessment).
+LLAMA_GUARD_CATEGORY_MAP = {
+    1: "violence", 2: "illicit", 3: "sexual", 4: "sexual", 5: "harassment", 6: "illicit", 7: "harassment",
+    8: "illicit", 9: "violence", 10: "hate", 11: "self_harm", 12: "sexual", 13: "illicit", 14: "illicit",
+}
+
 Style = Literal["self-check", "llama-guard"]
 
 
@@ -61,10 +71,11 @@ class LLMJudgeScorer:
     """Judge texts with a local logit-controlled model (its own instance: judging moves its context)."""
 
     def __init__(self, primary: LogitPrimary, *, style: Style = "self-check", render: Literal["task", "template"] = "task",
-                 context: str = "(a conversation with an AI assistant)") -> None:
+                 context: str = "(a conversation with an AI assistant)", category_floor: float = 0.3) -> None:
         if style not in ("self-check", "llama-guard"):
             raise ConfigError(f"judge style is {style!r}; accepted: self-check, llama-guard")
         self.primary, self.style, self.render, self.context = primary, style, render, context
+        self.category_floor = category_floor
         unsafe, safe = (("Yes", "yes"), ("No", "no")) if style == "self-check" else (("unsafe",), ("safe",))
         self.unsafe_ids = _first_token_ids(primary, unsafe)
         self.safe_ids = [t for t in _first_token_ids(primary, safe) if t not in self.unsafe_ids]
@@ -88,11 +99,42 @@ class LLMJudgeScorer:
         safe = sum(math.exp(float(logits[i]) - top) for i in self.safe_ids)
         return unsafe / (unsafe + safe) if unsafe + safe > 0 else 0.5
 
+    def code_probabilities(self, text: str) -> dict[int, float]:
+        """Llama Guard: P(second line is code k | the answer is unsafe), normalised over the 14 codes."""
+        primary = self.primary
+        prompt = primary.chat_prompt(self.messages_for(text))
+        base = primary.encode("unsafe\n")
+        ends = set(primary.eos_token_ids) | {ids[0] for ids in (primary.encode(","), primary.encode("\n")) if ids}
+        log_probs: dict[int, float] = {}
+        for code in LLAMA_GUARD_CATEGORY_MAP:
+            answer = primary.encode(f"unsafe\nS{code}")
+            shared = next((i for i, (a, b) in enumerate(zip(answer, base)) if a != b), min(len(answer), len(base)))
+            logits = primary.reset(prompt + answer[:shared]).astype(np.float64)
+            total = 0.0
+            for token in answer[shared:]:
+                total += float(logits[token] - np.logaddexp.reduce(logits))
+                logits = primary.step(token).astype(np.float64)
+            end = np.logaddexp.reduce(logits[sorted(ends)]) - np.logaddexp.reduce(logits)
+            log_probs[code] = total + float(end)
+        top = max(log_probs.values())
+        weights = {code: math.exp(value - top) for code, value in log_probs.items()}
+        norm = sum(weights.values())
+        return {code: weight / norm for code, weight in weights.items()}
+
+    def _assess_one(self, text: str) -> Assessment:
+        risk = self.unsafe_probability(text)
+        categories = {"toxicity": risk}
+        if self.style == "llama-guard" and risk >= self.category_floor:
+            for code, share in self.code_probabilities(text).items():
+                name = LLAMA_GUARD_CATEGORY_MAP[code]
+                categories[name] = categories.get(name, 0.0) + risk * share
+        return Assessment(risk=risk, categories=categories)
+
     def assess(self, texts: Sequence[str]) -> list[Assessment]:
         with self._lock:
             self.primary.acquire()  # a primary that is generating cannot judge at the same time
             try:
-                return [Assessment.from_categories({"toxicity": self.unsafe_probability(t)}) for t in texts]
+                return [self._assess_one(t) for t in texts]
             finally:
                 self.primary.release()
 
