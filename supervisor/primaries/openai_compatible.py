@@ -270,15 +270,17 @@ class OpenAICompatiblePrimary(ChunkPrimary):
                 "'llama-cpp-server', a callable text -> token ids, or None"
             )
         base_url = self._base_url()
-        name = (model or "").lower()
-        if "api.openai.com" in base_url or base_url == "":
-            if _O200K_MODELS.match(name):
-                return tiktoken_encoding("o200k_base").encode_ordinary
-            if _CL100K_MODELS.match(name):
-                return tiktoken_encoding("cl100k_base").encode_ordinary
-            return None
-        server = LlamaServerTokenizer(base_url, self._api_key())
-        return server if server.available() else None
+        if "api.openai.com" not in base_url and base_url:
+            server = LlamaServerTokenizer(base_url, self._api_key())
+            if server.available():  # a llama.cpp server: its own tokenizer, whatever the model is called
+                return server
+        # OpenAI, Azure OpenAI, or a gateway in front of them: the model family says which vocabulary
+        name = (model or "").lower().split("/")[-1]
+        if _O200K_MODELS.match(name):
+            return tiktoken_encoding("o200k_base").encode_ordinary
+        if _CL100K_MODELS.match(name):
+            return tiktoken_encoding("cl100k_base").encode_ordinary
+        return None
 
     def _base_url(self) -> str:
         client = self.client if self.client is not None else self.async_client
