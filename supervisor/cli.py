@@ -21,13 +21,14 @@ from supervisor.messages import Message
 from supervisor.primaries import load_primary
 from supervisor.primaries.base import LogitPrimary
 from supervisor.prompts import PromptItem, bundled_prompts, json_lines, read_jsonl
+from supervisor.scorers import DEFAULT_SCORER
 
 
 def _add_model_options(parser: argparse.ArgumentParser, *, max_tokens: int) -> None:
     parser.add_argument("--primary", default="smollm2",
                         help="primary model: smollm2 (default, embedded), a .gguf path, hf:NAME, openai:MODEL or "
                              "openai:MODEL@http://host:port/v1 (any OpenAI-compatible server)")
-    parser.add_argument("--scorer", default=None, help="supervisor model (default: lexical)")
+    parser.add_argument("--scorer", default=None, help="supervisor model (default: embedding; lexical needs no torch)")
     parser.add_argument("--policy", default=None, help="policy file (.toml or .json)")
     parser.add_argument("--max-tokens", type=int, default=max_tokens)
     parser.add_argument("--temperature", type=float, default=0.7)
@@ -188,7 +189,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     values: dict[str, Any] = {
         "modes": list(MODES) if args.mode == "all" else [args.mode],
         "samples": args.samples, "max_tokens": args.max_tokens, "temperature": args.temperature,
-        "top_p": args.top_p, "seed": args.seed, "primary": args.primary, "scorer": args.scorer or "lexical",
+        "top_p": args.top_p, "seed": args.seed, "primary": args.primary, "scorer": args.scorer or DEFAULT_SCORER,
         "judges": [j for j in args.judges.split(",") if j], "reference_lm": args.reference_lm,
         "policy": args.policy, "limit": args.limit,
     }
@@ -313,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=cmd_eval)
 
     score = commands.add_parser("score", help="score texts from stdin (JSON strings or {\"text\": ...} per line)")
-    score.add_argument("--scorer", default=None, help="scorer name (default: lexical)")
+    score.add_argument("--scorer", default=None, help="scorer name (default: embedding)")
     score.add_argument("--threshold", type=float, default=0.5, help="flagged from this risk (shipped scorers: 0.5)")
     score.add_argument("--batch-size", type=int, default=32)
     score.set_defaults(handler=cmd_score)

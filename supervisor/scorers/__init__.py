@@ -1,8 +1,9 @@
 """Supervisor models behind one protocol. ``get_scorer(name)`` builds one by name.
 
 Names:
-- ``lexical``: alt-profanity-check (fast, words only; the default);
-- ``embedding``: MiniLM embeddings + trained, calibrated logistic heads;
+- ``embedding``: MiniLM embeddings + trained, calibrated logistic heads (the default: the only offline
+  scorer that meets the targets, AUROC >= 0.90 on each held-out set and <= 5% false positives on XSTest);
+- ``lexical``: alt-profanity-check (fast, words only, no torch);
 - ``cascade``: lexical first, embedding only where lexical is unsure;
 - ``ensemble``: the larger of lexical and embedding, per category;
 - ``hf-classifier:NAME_OR_PATH``: any transformers sequence-classification model;
@@ -16,10 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from supervisor.errors import ModelNotFoundError
+from supervisor.errors import MissingDependencyError, ModelNotFoundError
 from supervisor.scorers.base import BaseScorer, Scorer, assess_checked
 
-DEFAULT_SCORER = "lexical"
+DEFAULT_SCORER = "embedding"
 
 
 def _lexical(arg: str) -> Scorer:
@@ -94,7 +95,13 @@ SCORERS: dict[str, Callable[[str], Scorer]] = {
 def get_scorer(name: str | Scorer | None = None) -> Scorer:
     """A scorer by name (``None`` gives the default); a Scorer instance is returned as it is."""
     if name is None:
-        name = DEFAULT_SCORER
+        try:
+            return get_scorer(DEFAULT_SCORER)
+        except MissingDependencyError as exc:
+            error = MissingDependencyError(f"the default scorer {DEFAULT_SCORER!r}", exc.package, exc.extra)
+            error.msg = f"{error}, or pass scorer='lexical' (no torch needed)"  # ImportError prints .msg
+            error.args = (error.msg,)
+            raise error from exc
     if not isinstance(name, str):
         if isinstance(name, Scorer):
             return name

