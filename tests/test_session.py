@@ -59,7 +59,7 @@ def test_harm_that_builds_up_is_caught_by_the_whole_response_window() -> None:
 def test_budgets_hold_and_halt_ends_cleanly() -> None:
     primary = ScriptedPrimary("you are such a bitch " * 6, fallback=" bitch bitch bitch bitch")
     policy = Policy(max_rollbacks=2, max_reprompts=1, halt_message="[halted]")
-    deltas, result = run_stream(Supervisor(policy=policy), primary)
+    deltas, result = run_stream(Supervisor(scorer="lexical", policy=policy), primary)
     assert result.count("rollback") == 2 and result.count("reprompt") == 1 and result.count("halt") == 1
     assert result.stop_reason == "halt"
     assert result.text.endswith("[halted]") and "bitch" not in result.text
