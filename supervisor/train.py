@@ -173,7 +173,8 @@ def train_state_probe(args: argparse.Namespace) -> int:
     shift = math.log(threshold / (1 - threshold))
     payload = {
         "primary": args.primary, "hidden_size": int(primary.model.config.hidden_size), "layer": layer,
-        "command": f"python -m supervisor.train --state-probe --primary {args.primary} --probe-train {args.probe_train}",
+        "command": f"python -m supervisor.train --state-probe --primary {args.primary} --probe-train {args.probe_train} "
+        f"--max-benign-fpr {args.max_benign_fpr}",
         "split": "sha256(text) % 10: 0 test, 1 calibration, else train; toxicity labels of davidson, paradetox, toxigen",
         "mean": [round(float(v), 5) for v in mean], "scale": [round(float(v), 5) for v in scale],
         "heads": {"toxicity": {"weights": [round(float(w), 6) for w in model.coef_[0]],
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="../shared/data", help="folder with davidson/, paradetox/, toxigen/, xstest/")
     parser.add_argument("--out", default=None, help="output JSON (default: the shipped file in supervisor/data)")
     parser.add_argument("--davidson-limit", type=int, default=8000, help="davidson rows used (of 24,783)")
-    parser.add_argument("--max-benign-fpr", type=float, default=0.02,
+    parser.add_argument("--max-benign-fpr", type=float, default=0.015,
                         help="false-positive budget on benign calibration texts when choosing thresholds")
     parser.add_argument("--cache", default=".cache/train", help="folder for cached embeddings")
     parser.add_argument("--no-lexical-feature", action="store_true",
