@@ -137,7 +137,7 @@ class _ChunkFactory:
         self.role_sent = False
 
     def chunk(self, *, content: str | None = None, tool_calls: list[Any] | None = None,
-              finish_reason: str | None = None, usage: Any = None, last: bool = False) -> Any:
+              finish_reason: str | None = None, usage: Any = None) -> Any:
         from openai.types.chat import ChatCompletionChunk
         from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 
