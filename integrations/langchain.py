@@ -34,6 +34,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from supervisor.api import Supervisor, _policy
 from supervisor.chunk_session import (
     CONTINUE_INSTRUCTION,
+    UNLIMITED_TOKENS,
     Attempt,
     ChunkPrimary,
     ChunkSession,
@@ -44,6 +45,7 @@ from supervisor.chunk_session import (
     arun_chunked,
     asettle,
     chunk_session,
+    finish_reason,
     run_chunked,
     settle,
 )
@@ -62,7 +64,6 @@ __all__ = [
     "supervised_stream_filter",
 ]
 
-_UNLIMITED = 1 << 20
 
 
 class SupervisorHalt(SupervisorError):
@@ -111,7 +112,7 @@ class _RunWatcher:
             if self.on_event is not None:
                 self.on_event(event)
 
-        session = ChunkSession(self.policy, max_tokens=_UNLIMITED, observers=[record])
+        session = ChunkSession(self.policy, max_tokens=UNLIMITED_TOKENS, observers=[record])
         session.begin()
         with self._lock:
             self._sessions[run_id] = session
@@ -452,7 +453,7 @@ class SupervisedChatModel(BaseChatModel):
     # -- the stream ---------------------------------------------------------------------------------
     def _session(self, request: LangChainRequest) -> ChunkSession:
         assert self._primary is not None
-        return chunk_session(self._primary, request, self._supervisor.policy, max_tokens=_UNLIMITED,
+        return chunk_session(self._primary, request, self._supervisor.policy, max_tokens=UNLIMITED_TOKENS,
                              observers=self._supervisor.observers)
 
     def _final_chunk(self, result: GenerationResult | None, request: LangChainRequest | None) -> ChatGenerationChunk:
@@ -460,20 +461,13 @@ class SupervisedChatModel(BaseChatModel):
         usage = None
         tool_call_chunks: list[Any] = []
         if result is not None:
-            finish = {"halt": "content_filter", "scorer_error": "content_filter", "length": "length"}
-            metadata["finish_reason"] = finish.get(result.stop_reason, "stop")
             if request is not None:
                 tool_call_chunks = list(request.tool_call_chunks)
-                if tool_call_chunks and metadata["finish_reason"] == "stop":
-                    metadata["finish_reason"] = "tool_calls"
                 for key in ("model_name", "system_fingerprint"):
                     if key in request.response_metadata:
                         metadata[key] = request.response_metadata[key]
-            if result.attempts:
-                prompt = sum(a.prompt_tokens or 0 for a in result.attempts)
-                completion = sum(a.completion_tokens or 0 for a in result.attempts)
-            else:
-                prompt, completion = result.usage.prompt_tokens, result.usage.generated_tokens
+            metadata["finish_reason"] = finish_reason(result, tool_calls=bool(tool_call_chunks))
+            prompt, completion = result.usage.prompt_tokens, result.usage.generated_tokens
             usage = {"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion}
         message = AIMessageChunk(content="", response_metadata=metadata, usage_metadata=usage,
                                  tool_call_chunks=tool_call_chunks, chunk_position="last")
@@ -570,7 +564,7 @@ def supervised_stream_filter(
     checked_policy = _observe_only(_policy(policy))
 
     def session() -> ChunkSession:
-        s = ChunkSession(checked_policy, max_tokens=_UNLIMITED, observers=[on_event] if on_event else [])
+        s = ChunkSession(checked_policy, max_tokens=UNLIMITED_TOKENS, observers=[on_event] if on_event else [])
         s.begin()
         return s
 

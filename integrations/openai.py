@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.api import _policy
-from supervisor.chunk_session import ChunkSession, arun_chunked, chunk_session, run_chunked
+from supervisor.chunk_session import (
+    UNLIMITED_TOKENS,
+    ChunkSession,
+    arun_chunked,
+    chunk_session,
+    finish_reason,
+    run_chunked,
+)
 from supervisor.errors import InputError
 from supervisor.events import EventObserver, GenerationResult
 from supervisor.policy import Policy
@@ -37,8 +44,6 @@ from supervisor.scorers import Scorer, get_scorer
 __all__ = ["supervise", "SupervisedOpenAI", "AsyncSupervisedOpenAI", "SupervisedChatStream",
            "AsyncSupervisedChatStream"]
 
-_UNLIMITED = 1 << 20
-_FINISH_FOR_STOP = {"halt": "content_filter", "scorer_error": "content_filter", "length": "length"}
 
 
 def supervise(
@@ -104,7 +109,7 @@ def _checked_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def _max_tokens(kwargs: Mapping[str, Any]) -> int:
     value = kwargs.get("max_completion_tokens") or kwargs.get("max_tokens")
-    return int(value) if value else _UNLIMITED
+    return int(value) if value else UNLIMITED_TOKENS
 
 
 def _session(primary: OpenAICompatiblePrimary, request: ChatRequest, settings: _Settings) -> ChunkSession:
@@ -114,16 +119,14 @@ def _session(primary: OpenAICompatiblePrimary, request: ChatRequest, settings: _
 
 
 def _finish_reason(result: GenerationResult, request: ChatRequest) -> str:
-    if result.stop_reason in _FINISH_FOR_STOP:
-        return _FINISH_FOR_STOP[result.stop_reason]
-    return "tool_calls" if request.tool_calls else "stop"
+    return finish_reason(result, tool_calls=bool(request.tool_calls))
 
 
 def _usage(result: GenerationResult) -> Any:
+    """Usage summed over every upstream request (the per-request figures are in result.attempts)."""
     from openai.types import CompletionUsage
 
-    prompt = sum(a.prompt_tokens or 0 for a in result.attempts)
-    completion = sum(a.completion_tokens or 0 for a in result.attempts)
+    prompt, completion = result.usage.prompt_tokens, result.usage.generated_tokens
     return CompletionUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
@@ -254,14 +257,14 @@ class SupervisedChatStream:
         return self._session.result
 
 
-_UNSUPERVISED_GENERATION = ("parse", "stream", "with_raw_response", "with_streaming_response")
+UNSUPERVISED_GENERATION = ("parse", "stream", "with_raw_response", "with_streaming_response")
 
 
-class _GuardedResource(_Passthrough):
+class GuardedResource(_Passthrough):
     """A generating resource: its other ways to generate would bypass supervision, so they are refused."""
 
     def __getattr__(self, name: str) -> Any:
-        if name in _UNSUPERVISED_GENERATION:
+        if name in UNSUPERVISED_GENERATION:
             raise InputError(
                 f"{name} is not supervised by llm-supervisor (it would return unchecked text); use create(...) "
                 "(stream=True for streaming), or call it on client.unwrapped knowingly"
@@ -269,7 +272,7 @@ class _GuardedResource(_Passthrough):
         return getattr(self._target, name)
 
 
-class _SupervisedCompletions(_GuardedResource):
+class _SupervisedCompletions(GuardedResource):
     def __init__(self, target: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
         super().__init__(target)
         self._primary = primary
@@ -368,7 +371,7 @@ class AsyncSupervisedChatStream:
         return self._session.result
 
 
-class _AsyncSupervisedCompletions(_GuardedResource):
+class _AsyncSupervisedCompletions(GuardedResource):
     def __init__(self, target: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
         super().__init__(target)
         self._primary = primary

@@ -14,13 +14,12 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import Any
 
-from supervisor.chunk_session import ChunkSession, arun_chunked, chunk_session, run_chunked
+from supervisor.integrations.openai import GuardedResource
+
+from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession, arun_chunked, chunk_session, run_chunked
 from supervisor.errors import InputError
 from supervisor.events import GenerationResult
 from supervisor.primaries.openai_compatible import OpenAIResponsesPrimary, ResponsesRequest
-
-_UNLIMITED = 1 << 20
-_UNSUPERVISED_GENERATION = ("parse", "stream", "with_raw_response", "with_streaming_response")
 
 
 def _checked(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -34,7 +33,7 @@ def _checked(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _session(primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Any) -> ChunkSession:
-    limit = request.kwargs.get("max_output_tokens") or _UNLIMITED
+    limit = request.kwargs.get("max_output_tokens") or UNLIMITED_TOKENS
     observers = [settings.on_event] if settings.on_event else []
     return chunk_session(primary, request, settings.policy, max_tokens=int(limit), observers=observers)
 
@@ -73,8 +72,7 @@ class _EventFactory:
     def response(self, text: str, result: GenerationResult) -> Any:
         from openai.types.responses import Response, ResponseOutputMessage, ResponseOutputText, ResponseUsage
 
-        prompt = sum(a.prompt_tokens or 0 for a in result.attempts)
-        completion = sum(a.completion_tokens or 0 for a in result.attempts)
+        prompt, completion = result.usage.prompt_tokens, result.usage.generated_tokens
         summed = {"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion}
         upstream_usage = getattr(getattr(self.request.completed, "response", None), "usage", None)
         usage = upstream_usage.model_copy(update=summed) if upstream_usage is not None \
@@ -218,21 +216,13 @@ class AsyncSupervisedResponseStream:
         return self._session.result
 
 
-class SupervisedResponses:
+class SupervisedResponses(GuardedResource):
     """``client.responses`` with a supervised ``create``; everything else passes through."""
 
     def __init__(self, target: Any, settings: Any, client: Any) -> None:
-        self._target = target
+        super().__init__(target)
         self._settings = settings
         self._primary = OpenAIResponsesPrimary(client=client)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _UNSUPERVISED_GENERATION:
-            raise InputError(
-                f"responses.{name} is not supervised by llm-supervisor (it would return unchecked text); use "
-                "responses.create(...), or call it on client.unwrapped knowingly"
-            )
-        return getattr(self._target, name)
 
     def create(self, **kwargs: Any) -> Any:
         request = ResponsesRequest(kwargs=_checked(dict(kwargs)))
@@ -244,21 +234,13 @@ class SupervisedResponses:
         return stream.final_response
 
 
-class AsyncSupervisedResponses:
+class AsyncSupervisedResponses(GuardedResource):
     """``client.responses`` of an ``AsyncOpenAI`` client with a supervised ``create``."""
 
     def __init__(self, target: Any, settings: Any, client: Any) -> None:
-        self._target = target
+        super().__init__(target)
         self._settings = settings
         self._primary = OpenAIResponsesPrimary(async_client=client)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _UNSUPERVISED_GENERATION:
-            raise InputError(
-                f"responses.{name} is not supervised by llm-supervisor (it would return unchecked text); use "
-                "responses.create(...), or call it on client.unwrapped knowingly"
-            )
-        return getattr(self._target, name)
 
     async def create(self, **kwargs: Any) -> Any:
         request = ResponsesRequest(kwargs=_checked(dict(kwargs)))

@@ -44,6 +44,14 @@ from supervisor.scorers.base import Scorer, aassess_checked, assess_checked
 from supervisor.state import MoralState, StateEstimator
 
 AttemptReason = Literal["start", "rollback", "reprompt", "retry"]
+#: max_tokens for a session whose caller set no limit (the upstream's own limit applies).
+UNLIMITED_TOKENS = 1 << 20
+_FINISH_FOR_STOP = {"halt": "content_filter", "scorer_error": "content_filter", "length": "length"}
+
+
+def finish_reason(result: GenerationResult, *, tool_calls: bool = False) -> str:
+    """The OpenAI-style finish reason of a supervised answer (a halt reads as ``content_filter``)."""
+    return _FINISH_FOR_STOP.get(result.stop_reason, "tool_calls" if tool_calls else "stop")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
 _ESTIMATE_PIECE = re.compile(r"\w+|[^\w\s]")
 
