@@ -38,8 +38,7 @@ from supervisor.chunk_session import (
     Attempt,
     ChunkPrimary,
     ChunkSession,
-    EchoFilter,
-    Joiner,
+    ContinuationFilter,
     Step,
     UpstreamDelta,
     arun_chunked,
@@ -336,19 +335,22 @@ class LangChainPrimary(ChunkPrimary):
         assert isinstance(request, LangChainRequest)
         request.tool_call_chunks.clear()
         messages, kwargs = self._call(request, attempt)
-        echo, joiner = EchoFilter(attempt.prefix), Joiner(attempt.prefix)
+        continuation = ContinuationFilter(attempt.prefix)
         chunks = self.model.stream(messages, stop=request.stop, **kwargs)
 
         def deltas() -> Iterator[UpstreamDelta]:
+            finished = False
             try:
                 for chunk in chunks:
-                    delta = self._delta(chunk, request)
-                    yield UpstreamDelta(joiner(echo.feed(delta.text)), delta.finish_reason, delta.prompt_tokens,
-                                        delta.completion_tokens)
+                    delta = continuation.apply(self._delta(chunk, request))
+                    finished = finished or delta.finish_reason is not None
+                    yield delta
             except Exception as exc:
                 raise _fault(exc) from exc
-            rest = echo.flush()
-            yield UpstreamDelta(joiner(rest), finish_reason="stop")
+            # a LangChain stream simply ends: that is a normal finish unless the model said otherwise
+            end = continuation.flush(finish_reason=None if finished else "stop")
+            if end is not None:
+                yield end
 
         try:
             yield deltas()
@@ -362,19 +364,22 @@ class LangChainPrimary(ChunkPrimary):
         assert isinstance(request, LangChainRequest)
         request.tool_call_chunks.clear()
         messages, kwargs = self._call(request, attempt)
-        echo, joiner = EchoFilter(attempt.prefix), Joiner(attempt.prefix)
+        continuation = ContinuationFilter(attempt.prefix)
         chunks = self.model.astream(messages, stop=request.stop, **kwargs)
 
         async def deltas() -> AsyncIterator[UpstreamDelta]:
+            finished = False
             try:
                 async for chunk in chunks:
-                    delta = self._delta(chunk, request)
-                    yield UpstreamDelta(joiner(echo.feed(delta.text)), delta.finish_reason, delta.prompt_tokens,
-                                        delta.completion_tokens)
+                    delta = continuation.apply(self._delta(chunk, request))
+                    finished = finished or delta.finish_reason is not None
+                    yield delta
             except Exception as exc:
                 raise _fault(exc) from exc
-            rest = echo.flush()
-            yield UpstreamDelta(joiner(rest), finish_reason="stop")
+            # a LangChain stream simply ends: that is a normal finish unless the model said otherwise
+            end = continuation.flush(finish_reason=None if finished else "stop")
+            if end is not None:
+                yield end
 
         try:
             yield deltas()

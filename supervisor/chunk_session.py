@@ -14,6 +14,7 @@ ids); token counts come from the primary's tokenizer where it has one, an estima
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from abc import ABC, abstractmethod
@@ -124,7 +125,7 @@ CONTINUE_INSTRUCTION = (
 )
 
 
-class EchoFilter:
+class _EchoFilter:
     """Instruction continuation: drop the prefix when the model repeats it at the start of its answer."""
 
     def __init__(self, prefix: str) -> None:
@@ -150,7 +151,7 @@ class EchoFilter:
         return self.buffer
 
 
-class Joiner:
+class _Joiner:
     """Instruction continuation: a new answer starts a fresh word; put back the space the prefix needs."""
 
     def __init__(self, prefix: str) -> None:
@@ -161,6 +162,24 @@ class Joiner:
             return text
         self.pending = False
         return " " + text.lstrip() if text[0].isalnum() else text
+
+
+class ContinuationFilter:
+    """Applied to the deltas of a request that continues ``prefix`` by instruction: drops the prefix when
+    the model repeats it, and puts back the space between the prefix and a new word. ``active=False``
+    (native continuation) passes deltas through."""
+
+    def __init__(self, prefix: str, *, active: bool = True) -> None:
+        self._echo = _EchoFilter(prefix if active else "")
+        self._joiner = _Joiner(prefix if active else "")
+
+    def apply(self, delta: UpstreamDelta) -> UpstreamDelta:
+        return dataclasses.replace(delta, text=self._joiner(self._echo.feed(delta.text)))
+
+    def flush(self, finish_reason: str | None = None) -> UpstreamDelta | None:
+        """What the filter still holds at the end of the stream (with ``finish_reason``, if given)."""
+        rest = self._joiner(self._echo.flush())
+        return UpstreamDelta(rest, finish_reason) if rest or finish_reason else None
 
 
 @dataclass

@@ -42,8 +42,7 @@ from supervisor.chunk_session import (
     CONTINUE_INSTRUCTION,
     Attempt,
     ChunkPrimary,
-    EchoFilter,
-    Joiner,
+    ContinuationFilter,
     UpstreamDelta,
     estimate_tokens,
 )
@@ -365,18 +364,6 @@ class OpenAICompatiblePrimary(ChunkPrimary):
         return UpstreamDelta(text=text, finish_reason=choice.finish_reason, prompt_tokens=prompt_tokens,
                              completion_tokens=completion_tokens, raw=chunk)
 
-    def _filtered(self, attempt: Attempt, deltas: Iterator[UpstreamDelta]) -> Iterator[UpstreamDelta]:
-        echo = EchoFilter(attempt.prefix if self.continuation == "instruction" else "")
-        joiner = Joiner(attempt.prefix) if self.continuation == "instruction" else None
-        for delta in deltas:
-            text = echo.feed(delta.text)
-            if joiner is not None:
-                text = joiner(text)
-            yield UpstreamDelta(text, delta.finish_reason, delta.prompt_tokens, delta.completion_tokens, delta.raw)
-        rest = echo.flush()
-        if rest:
-            yield UpstreamDelta(joiner(rest) if joiner else rest)
-
     @contextmanager
     def open(self, request: Any, attempt: Attempt) -> Iterator[Iterator[UpstreamDelta]]:
         if self.client is None:
@@ -390,20 +377,25 @@ class OpenAICompatiblePrimary(ChunkPrimary):
         except Exception as exc:
             raise (fault_from(exc) or exc) from exc
 
+        continuation = ContinuationFilter(attempt.prefix, active=self.continuation == "instruction")
+
         def deltas() -> Iterator[UpstreamDelta]:
             finished = False
             try:
                 for chunk in stream:
                     delta = self._deltas(chunk, request, endpoint)
                     finished = finished or delta.finish_reason is not None
-                    yield delta
+                    yield continuation.apply(delta)
             except Exception as exc:
                 raise (fault_from(exc) or exc) from exc
             if not finished:
                 raise UpstreamFault(_TRUNCATED)
+            rest = continuation.flush()
+            if rest:
+                yield rest
 
         try:
-            yield self._filtered(attempt, deltas())
+            yield deltas()
         finally:
             stream.close()
 
@@ -419,8 +411,7 @@ class OpenAICompatiblePrimary(ChunkPrimary):
             stream = await resource.create(**kwargs)
         except Exception as exc:
             raise (fault_from(exc) or exc) from exc
-        echo = EchoFilter(attempt.prefix if self.continuation == "instruction" else "")
-        joiner = Joiner(attempt.prefix) if self.continuation == "instruction" else None
+        continuation = ContinuationFilter(attempt.prefix, active=self.continuation == "instruction")
 
         async def deltas() -> AsyncIterator[UpstreamDelta]:
             finished = False
@@ -428,18 +419,14 @@ class OpenAICompatiblePrimary(ChunkPrimary):
                 async for chunk in stream:
                     delta = self._deltas(chunk, request, endpoint)
                     finished = finished or delta.finish_reason is not None
-                    text = echo.feed(delta.text)
-                    if joiner is not None:
-                        text = joiner(text)
-                    yield UpstreamDelta(text, delta.finish_reason, delta.prompt_tokens, delta.completion_tokens,
-                                        delta.raw)
+                    yield continuation.apply(delta)
             except Exception as exc:
                 raise (fault_from(exc) or exc) from exc
             if not finished:
                 raise UpstreamFault(_TRUNCATED)
-            rest = echo.flush()
+            rest = continuation.flush()
             if rest:
-                yield UpstreamDelta(joiner(rest) if joiner else rest)
+                yield rest
 
         try:
             yield deltas()
@@ -541,9 +528,6 @@ class OpenAIResponsesPrimary(ChunkPrimary):
             request.preamble.append(event)
         return UpstreamDelta(raw=event)
 
-    def _filters(self, attempt: Attempt) -> tuple[EchoFilter, Joiner]:
-        return EchoFilter(attempt.prefix), Joiner(attempt.prefix)
-
     @contextmanager
     def open(self, request: Any, attempt: Attempt) -> Iterator[Iterator[UpstreamDelta]]:
         if self.client is None:
@@ -554,23 +538,21 @@ class OpenAIResponsesPrimary(ChunkPrimary):
             stream = self.client.responses.create(**self.request_for(attempt, request))
         except Exception as exc:
             raise (fault_from(exc) or exc) from exc
-        echo, joiner = self._filters(attempt)
+        continuation = ContinuationFilter(attempt.prefix)
 
         def deltas() -> Iterator[UpstreamDelta]:
             try:
                 for event in stream:
-                    delta = self._delta(event, request, attempt.index == 0)
-                    yield UpstreamDelta(joiner(echo.feed(delta.text)), delta.finish_reason, delta.prompt_tokens,
-                                        delta.completion_tokens, delta.raw)
+                    yield continuation.apply(self._delta(event, request, attempt.index == 0))
             except UpstreamFault:
                 raise
             except Exception as exc:
                 raise (fault_from(exc) or exc) from exc
             if request.completed is None:
                 raise UpstreamFault(_TRUNCATED)
-            rest = echo.flush()
+            rest = continuation.flush()
             if rest:
-                yield UpstreamDelta(joiner(rest))
+                yield rest
 
         try:
             yield deltas()
@@ -587,23 +569,21 @@ class OpenAIResponsesPrimary(ChunkPrimary):
             stream = await self.async_client.responses.create(**self.request_for(attempt, request))
         except Exception as exc:
             raise (fault_from(exc) or exc) from exc
-        echo, joiner = self._filters(attempt)
+        continuation = ContinuationFilter(attempt.prefix)
 
         async def deltas() -> AsyncIterator[UpstreamDelta]:
             try:
                 async for event in stream:
-                    delta = self._delta(event, request, attempt.index == 0)
-                    yield UpstreamDelta(joiner(echo.feed(delta.text)), delta.finish_reason, delta.prompt_tokens,
-                                        delta.completion_tokens, delta.raw)
+                    yield continuation.apply(self._delta(event, request, attempt.index == 0))
             except UpstreamFault:
                 raise
             except Exception as exc:
                 raise (fault_from(exc) or exc) from exc
             if request.completed is None:
                 raise UpstreamFault(_TRUNCATED)
-            rest = echo.flush()
+            rest = continuation.flush()
             if rest:
-                yield UpstreamDelta(joiner(rest))
+                yield rest
 
         try:
             yield deltas()
