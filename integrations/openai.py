@@ -162,6 +162,19 @@ class _ChunkFactory:
         )
 
 
+def _closing_chunks(factory: _ChunkFactory, result: GenerationResult | None, include_usage: bool) -> list[Any]:
+    """After the text: the tool-call deltas, the finish reason, the usage chunk when asked for; the last
+    chunk carries the supervision report."""
+    assert result is not None
+    request = factory.request
+    chunks = [factory.chunk(tool_calls=[tool_call]) for tool_call in request.tool_calls]
+    chunks.append(factory.chunk(finish_reason=_finish_reason(result, request)))
+    if include_usage:
+        chunks.append(factory.chunk(usage=_usage(result)))
+    _attach(chunks[-1], result)
+    return chunks
+
+
 def _attach(obj: Any, result: GenerationResult | None) -> Any:
     """Put the supervision report on an OpenAI object without changing its type or its JSON."""
     object.__setattr__(obj, "supervision", result)
@@ -221,16 +234,7 @@ class SupervisedChatStream:
     def _generate(self) -> Generator[Any, None, None]:
         for text in self._texts:
             yield self._factory.chunk(content=text)
-        result = self._session.result
-        assert result is not None
-        for tool_call in self._request.tool_calls:
-            yield self._factory.chunk(tool_calls=[tool_call])
-        last = self._factory.chunk(finish_reason=_finish_reason(result, self._request))
-        if not self._include_usage:
-            yield _attach(last, result)
-            return
-        yield last
-        yield _attach(self._factory.chunk(usage=_usage(result)), result)
+        yield from _closing_chunks(self._factory, self._session.result, self._include_usage)
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -335,16 +339,8 @@ class AsyncSupervisedChatStream:
     async def _generate(self) -> AsyncGenerator[Any, None]:
         async for text in self._texts:
             yield self._factory.chunk(content=text)
-        result = self._session.result
-        assert result is not None
-        for tool_call in self._request.tool_calls:
-            yield self._factory.chunk(tool_calls=[tool_call])
-        last = self._factory.chunk(finish_reason=_finish_reason(result, self._request))
-        if not self._include_usage:
-            yield _attach(last, result)
-            return
-        yield last
-        yield _attach(self._factory.chunk(usage=_usage(result)), result)
+        for chunk in _closing_chunks(self._factory, self._session.result, self._include_usage):
+            yield chunk
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self

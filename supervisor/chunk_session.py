@@ -42,7 +42,7 @@ from supervisor.events import (
 from supervisor.holdback import Holdback
 from supervisor.policy import Policy
 from supervisor.scorers.base import Scorer, aassess_checked, assess_checked
-from supervisor.state import MoralState, StateEstimator
+from supervisor.state import MoralState, StateEstimator, intervention_event
 
 AttemptReason = Literal["start", "rollback", "reprompt", "retry"]
 #: max_tokens for a session whose caller set no limit (the upstream's own limit applies).
@@ -498,17 +498,9 @@ class ChunkSession:
 
     def _record(self, kind: EventKind, *, removed_text: str = "", detail: str = "") -> None:
         state, window = self._trigger
-        event = InterventionEvent(
-            kind=kind,
-            position=self._response.tokens,
-            checkpoint=state.checkpoint.index if state else self._checkpoint_count,
-            risk=round(state.risk, 4) if state else 0.0,
-            category=state.top_category if state else None,
-            forecast=round(state.forecast_risk, 4) if state else None,
-            window=window,
-            removed_text=removed_text,
-            detail=detail,
-            time_s=round(time.perf_counter() - self._start, 4),
+        event = intervention_event(
+            kind, state, window, position=self._response.tokens, checkpoint=self._checkpoint_count,
+            removed_text=removed_text, detail=detail, time_s=time.perf_counter() - self._start,
         )
         self._events.append(event)
         for observer in self.observers:

@@ -36,7 +36,7 @@ from supervisor.policy import Policy
 from supervisor.primaries.base import LogitPrimary
 from supervisor.sampling import SamplingParams, sample
 from supervisor.scorers.base import Scorer, assess_checked
-from supervisor.state import MoralState, StateEstimator
+from supervisor.state import MoralState, StateEstimator, intervention_event
 
 _CONTENT_TOKEN = re.compile(r"^\s*[A-Za-z]{3,}\s*$")
 
@@ -338,17 +338,9 @@ class Session:
     # -- events and result ------------------------------------------------------------------------
     def _record(self, kind: EventKind, *, removed_text: str = "", detail: str = "") -> None:
         state, window = self._trigger
-        event = InterventionEvent(
-            kind=kind,
-            position=len(self._generated),
-            checkpoint=state.checkpoint.index if state else self._checkpoint_count,
-            risk=round(state.risk, 4) if state else 0.0,
-            category=state.top_category if state else None,
-            forecast=round(state.forecast_risk, 4) if state else None,
-            window=window,
-            removed_text=removed_text,
-            detail=detail,
-            time_s=round(time.perf_counter() - self._start, 4),
+        event = intervention_event(
+            kind, state, window, position=len(self._generated), checkpoint=self._checkpoint_count,
+            removed_text=removed_text, detail=detail, time_s=time.perf_counter() - self._start,
         )
         self._events.append(event)
         for observer in self.observers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from supervisor.assessment import CATEGORIES, Assessment
+from supervisor.events import EventKind, InterventionEvent, TriggerWindow
 from supervisor.policy import Policy
 
 
@@ -134,3 +135,30 @@ class StateEstimator:
         ):
             self._checkpoints.pop()
             self._filters.pop()
+
+
+def intervention_event(
+    kind: EventKind,
+    state: MoralState | None,
+    window: TriggerWindow,
+    *,
+    position: int,
+    checkpoint: int,
+    removed_text: str,
+    detail: str,
+    time_s: float,
+) -> InterventionEvent:
+    """The event of an action, with what the state said when it was taken (``state`` None: no
+    measurement triggered it, e.g. a scorer or upstream failure; ``checkpoint`` is then the count so far)."""
+    return InterventionEvent(
+        kind=kind,
+        position=position,
+        checkpoint=state.checkpoint.index if state else checkpoint,
+        risk=round(state.risk, 4) if state else 0.0,
+        category=state.top_category if state else None,
+        forecast=round(state.forecast_risk, 4) if state else None,
+        window=window,
+        removed_text=removed_text,
+        detail=detail,
+        time_s=round(time_s, 4),
+    )
