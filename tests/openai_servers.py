@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -47,8 +48,15 @@ def wait_for(url: str, timeout_s: float = 60.0, process: subprocess.Popen[bytes]
 def start_llama_server(model_path: str, port: int) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "llama_cpp.server", "--model", model_path, "--model_alias", MODEL_ALIAS,
                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--interrupt_requests", "false"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_for(f"http://127.0.0.1:{port}/v1/models", process=process)
+    # Its log goes to a file: an unread pipe fills up with llama.cpp's load messages and blocks the server.
+    log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        wait_for(f"http://127.0.0.1:{port}/v1/models", process=process)
+    except RuntimeError as exc:
+        process.kill()
+        raise RuntimeError(f"{exc}; server log: {log.name}") from exc
     return process
 
 
