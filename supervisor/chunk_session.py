@@ -14,6 +14,7 @@ ids); token counts come from the primary's tokenizer where it has one, an estima
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import re
 import time
@@ -197,13 +198,16 @@ class _Trajectory:
         self.text += text
         self.bounds.append((len(self.text), self.tokens + tokens))
 
+    # Both coordinates of ``bounds`` only grow, so lookups bisect (feed() asks on every delta).
     def tokens_at(self, chars: int) -> int:
-        return max((t for c, t in self.bounds if c <= chars), default=0)
+        index = bisect.bisect_right(self.bounds, chars, key=lambda bound: bound[0]) - 1
+        return self.bounds[index][1] if index >= 0 else 0
 
     def char_for_tokens_back(self, tokens_back: int) -> int:
         """Character offset of the latest boundary at least ``tokens_back`` tokens before the end."""
         limit = self.tokens - tokens_back
-        return max((c for c, t in self.bounds if t <= limit), default=0)
+        index = bisect.bisect_right(self.bounds, limit, key=lambda bound: bound[1]) - 1
+        return self.bounds[index][0] if index >= 0 else 0
 
     def truncate(self, chars: int) -> None:
         self.text = self.text[:chars]

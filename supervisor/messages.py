@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, TypeVar, cast
 
 from supervisor.errors import InputError
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
 MAX_TOKENS_LIMIT = 32_768
+_M = TypeVar("_M", bound=Mapping[str, Any])
 
 
 class Message(TypedDict):
@@ -64,9 +65,11 @@ def validate_max_tokens(max_tokens: Any) -> int:
     return max_tokens
 
 
-def with_instruction(messages: list[Message], instruction: str) -> list[Message]:
-    """Add a steering instruction to the system message (creating one if there is none)."""
-    if messages and messages[0]["role"] == "system":
-        first: Message = {"role": "system", "content": f"{messages[0]['content']}\n\n{instruction}".strip()}
-        return [first, *messages[1:]]
-    return [{"role": "system", "content": instruction}, *messages]
+def with_instruction(messages: Sequence[_M], instruction: str) -> list[_M]:
+    """Add a steering instruction to the leading system (or developer) message, creating a system message
+    if there is none; the message's other keys are kept (OpenAI-style messages carry more than two)."""
+    first = messages[0] if messages else None
+    if first is not None and first.get("role") in ("system", "developer") and isinstance(first.get("content"), str):
+        merged = {**first, "content": f"{first['content']}\n\n{instruction}".strip()}
+        return [cast(_M, merged), *messages[1:]]
+    return [cast(_M, {"role": "system", "content": instruction}), *messages]

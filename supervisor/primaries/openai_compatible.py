@@ -47,6 +47,7 @@ from supervisor.chunk_session import (
     estimate_tokens,
 )
 from supervisor.errors import ConfigError, InputError, MissingDependencyError, UpstreamFault
+from supervisor.messages import with_instruction
 
 Continuation = Literal["instruction", "prefill", "vllm", "completions"]
 CONTINUATIONS: tuple[str, ...] = ("instruction", "prefill", "vllm", "completions")
@@ -310,7 +311,7 @@ class OpenAICompatiblePrimary(ChunkPrimary):
             raise InputError("model= is required (the primary was created without a default model)")
         messages = [dict(m) for m in kwargs.pop("messages")]
         if attempt.instruction:
-            messages = _with_system_instruction(messages, attempt.instruction)
+            messages = with_instruction(messages, attempt.instruction)
         kwargs["stream"] = True
         kwargs["stream_options"] = {**(kwargs.get("stream_options") or {}), "include_usage": True}
         if attempt.index > 0:
@@ -432,12 +433,6 @@ class OpenAICompatiblePrimary(ChunkPrimary):
             yield deltas()
         finally:
             await stream.close()
-
-
-def _with_system_instruction(messages: list[dict[str, Any]], instruction: str) -> list[dict[str, Any]]:
-    if messages and messages[0].get("role") in ("system", "developer") and isinstance(messages[0].get("content"), str):
-        return [{**messages[0], "content": f"{messages[0]['content']}\n\n{instruction}".strip()}, *messages[1:]]
-    return [{"role": "system", "content": instruction}, *messages]
 
 
 def _as_chat_request(request: Any) -> ChatRequest:
