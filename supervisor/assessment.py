@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -47,6 +47,18 @@ class Assessment(BaseModel):
         """Build an assessment whose overall risk is the largest category probability."""
         clean = {name: float(p) for name, p in categories.items()}
         return cls(risk=max(clean.values(), default=0.0), categories=clean)
+
+    @classmethod
+    def worst(cls, assessments: Sequence[Assessment]) -> Assessment:
+        """One assessment for several texts judged together: the highest risk and, per category, the highest
+        probability (one flagged window flags them all)."""
+        if len(assessments) == 1:
+            return assessments[0]
+        categories: dict[str, float] = {}
+        for assessment in assessments:
+            for name, value in assessment.categories.items():
+                categories[name] = max(value, categories.get(name, 0.0))
+        return cls(risk=max((a.risk for a in assessments), default=0.0), categories=categories)
 
     def top_category(self) -> str | None:
         if not self.categories:

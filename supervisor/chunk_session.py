@@ -185,8 +185,13 @@ class ContinuationFilter:
 
 @dataclass
 class _Trajectory:
-    """The response as it stands: text and, at each delta boundary, the cumulative token count."""
+    """The response as it stands: text and, at each piece boundary, the cumulative token count.
 
+    A delta longer than ``piece_tokens`` is cut into pieces at spaces, with token counts shared out by
+    length, so that checkpoints and scored windows keep their size whatever the upstream's delta sizes.
+    """
+
+    piece_tokens: int = 1 << 30
     text: str = ""
     bounds: list[tuple[int, int]] = field(default_factory=lambda: [(0, 0)])
 
@@ -195,19 +200,43 @@ class _Trajectory:
         return self.bounds[-1][1]
 
     def append(self, text: str, tokens: int) -> None:
+        start, base = len(self.text), self.tokens
         self.text += text
-        self.bounds.append((len(self.text), self.tokens + tokens))
+        pieces = -(-tokens // self.piece_tokens)
+        cuts: list[int] = []
+        for k in range(1, pieces):
+            target = len(text) * k // pieces
+            space = text.find(" ", target)
+            cut = space if 0 < space < len(text) else target
+            if cut > (cuts[-1] if cuts else 0):
+                cuts.append(cut)
+        for cut in cuts:
+            self.bounds.append((start + cut, base + tokens * cut // len(text)))
+        self.bounds.append((len(self.text), base + tokens))
 
     # Both coordinates of ``bounds`` only grow, so lookups bisect (feed() asks on every delta).
+    def _index_at_chars(self, chars: int) -> int:
+        return bisect.bisect_right(self.bounds, chars, key=lambda bound: bound[0]) - 1
+
     def tokens_at(self, chars: int) -> int:
-        index = bisect.bisect_right(self.bounds, chars, key=lambda bound: bound[0]) - 1
+        index = self._index_at_chars(chars)
         return self.bounds[index][1] if index >= 0 else 0
 
-    def char_for_tokens_back(self, tokens_back: int) -> int:
-        """Character offset of the latest boundary at least ``tokens_back`` tokens before the end."""
-        limit = self.tokens - tokens_back
+    def window_start(self, end_chars: int, tokens_back: int) -> int:
+        """Character offset of the latest boundary at least ``tokens_back`` tokens before ``end_chars``."""
+        limit = self.tokens_at(end_chars) - tokens_back
         index = bisect.bisect_right(self.bounds, limit, key=lambda bound: bound[1]) - 1
         return self.bounds[index][0] if index >= 0 else 0
+
+    def checkpoints_after(self, chars: int, every: int) -> list[int]:
+        """Boundaries after ``chars`` spaced at least ``every`` tokens apart (the first one ``every`` after it)."""
+        due: list[int] = []
+        last = self.tokens_at(chars)
+        for offset, tokens in self.bounds[self._index_at_chars(chars) + 1:]:
+            if tokens - last >= every:
+                due.append(offset)
+                last = tokens
+        return due
 
     def truncate(self, chars: int) -> None:
         self.text = self.text[:chars]
@@ -240,7 +269,7 @@ class ChunkSession:
         self._estimator = StateEstimator(policy)
         self._controller = Controller(policy)
         self._holdback = Holdback()
-        self._response = _Trajectory()
+        self._response = _Trajectory(piece_tokens=policy.checkpoint_every)
         self._events: list[InterventionEvent] = []
         self._trace: list[TracePoint] = []
         self._attempts: list[UpstreamAttempt] = []
@@ -248,7 +277,8 @@ class ChunkSession:
         self._instruction: str | None = None
         self._logit_bias: dict[int, int] = {}
         self._pending: Literal["checkpoint", "final", "words"] | None = None
-        self._pending_spans: list[tuple[int, int]] = []
+        self._pending_windows = 0
+        self._pending_offset = 0
         self._restart_reason: AttemptReason = "rollback"
         self._removed_words: list[str] = []
         self._finish_reason: str | None = None
@@ -316,10 +346,8 @@ class ChunkSession:
         self._response.append(delta.text, tokens)
         if not self.supervise:
             return Step(released=self._release(len(self._response.text)))
-        since = self._response.tokens - self._response.tokens_at(self._estimator.checkpoints[-1].position)
-        if since < self.policy.checkpoint_every:
-            return Step()
-        return self._ask(final=False)
+        due = self._response.checkpoints_after(self._estimator.checkpoints[-1].position, self.policy.checkpoint_every)
+        return self._ask(due[-1], final=False) if due else Step()
 
     def end(self) -> Step:
         """The upstream stream finished normally."""
@@ -328,19 +356,31 @@ class ChunkSession:
         position = len(self._response.text)
         if position == self._estimator.checkpoints[-1].position and position == self._released_chars:
             return self._done(self._stop_reason())
-        return self._ask(final=True)
+        return self._ask(position, final=True)
 
-    def _ask(self, *, final: bool) -> Step:
-        position = len(self._response.text)
+    def _ask(self, char_offset: int, *, final: bool) -> Step:
+        """Check the response up to ``char_offset``: its windows and, at the policy's cadence, all of it."""
         self._checkpoint_count += 1
-        window_start = self._response.char_for_tokens_back(self.policy.window_tokens)
-        if final:
-            window_start = min(window_start, self._released_chars)
+        spans = self._window_spans(char_offset)
+        self._pending, self._pending_offset, self._pending_windows = (
+            "final" if final else "checkpoint", char_offset, len(spans))
         full = final or self._checkpoint_count % self.policy.full_window_every == 0
-        spans = [(window_start, position)] + ([(0, position)] if full and window_start > 0 else [])
-        self._pending = "final" if final else "checkpoint"
-        self._pending_spans = spans
+        if full and (len(spans) > 1 or spans[0][0] > 0):
+            spans.append((0, char_offset))
         return Step(check=[self._response.text[start:end] for start, end in spans])
+
+    def _window_spans(self, char_offset: int) -> list[tuple[int, int]]:
+        """The windows that cover the text from the last checkpoint to ``char_offset``: one per
+        ``checkpoint_every`` tokens, each ``window_tokens`` long and reaching back at least to where the one
+        before ended. However the upstream cut its deltas, every character lies inside a scored window."""
+        previous = self._estimator.checkpoints[-1].position
+        ends = [end for end in self._response.checkpoints_after(previous, self.policy.checkpoint_every)
+                if end < char_offset]
+        spans = []
+        for end in [*ends, char_offset]:
+            spans.append((min(self._response.window_start(end, self.policy.window_tokens), previous), end))
+            previous = end
+        return spans
 
     def resolve(self, outcome: list[Assessment] | ScorerError) -> Step:
         """The scorer's answer to the last ``Step.check`` (or the error it raised)."""
@@ -354,9 +394,10 @@ class ChunkSession:
         final = pending == "final"
         if isinstance(outcome, ScorerError):
             return self._on_scorer_error(outcome, final=final)
-        position = len(self._response.text)
-        chunk = outcome[0]
-        whole = outcome[-1] if len(self._pending_spans) > 1 else None
+        position = self._pending_offset
+        windows = self._pending_windows
+        chunk = Assessment.worst(outcome[:windows])
+        whole = outcome[windows] if len(outcome) > windows else None
         state = self._estimator.update(position, chunk, whole)
         window: TriggerWindow = "final" if final else ("full" if whole is not None and whole.risk > chunk.risk else "chunk")
         self._trigger = (state, window)

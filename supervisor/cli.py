@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -15,13 +16,36 @@ from typing import Any, TextIO
 
 from supervisor.api import Supervisor
 from supervisor.chunk_session import ChunkPrimary
-from supervisor.errors import SupervisorError
+from supervisor.errors import InputError, SupervisorError
 from supervisor.events import GenerationResult, InterventionEvent
-from supervisor.messages import Message
+from supervisor.messages import MAX_TOKENS_LIMIT, Message, check_unicode, decode_utf8
 from supervisor.primaries import load_primary
 from supervisor.primaries.base import LogitPrimary
 from supervisor.prompts import PromptItem, bundled_prompts, json_lines, read_jsonl
 from supervisor.scorers import DEFAULT_SCORER
+
+
+def _bounded(kind: type[int] | type[float], low: float, high: float, accepted: str) -> Any:
+    """An argparse type: a finite number of ``kind`` within [low, high]; the error says what is accepted."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; accepted: {accepted}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; accepted: {accepted}")
+        return value
+
+    return parse
+
+
+positive_int = _bounded(int, 1, 2**31, "an integer of at least 1")
+max_tokens_int = _bounded(int, 1, MAX_TOKENS_LIMIT, f"an integer from 1 to {MAX_TOKENS_LIMIT}")
+seed_int = _bounded(int, 0, 2**63 - 1, "an integer from 0 to 2**63 - 1")
+probability = _bounded(float, 0.0, 1.0, "a number from 0 to 1")
+temperature_float = _bounded(float, 0.0, 5.0, "a number from 0 (greedy) to 5")
+top_p_float = _bounded(float, 1e-9, 1.0, "a number greater than 0, at most 1")
 
 
 def _add_model_options(parser: argparse.ArgumentParser, *, max_tokens: int) -> None:
@@ -30,10 +54,10 @@ def _add_model_options(parser: argparse.ArgumentParser, *, max_tokens: int) -> N
                              "openai:MODEL@http://host:port/v1 (any OpenAI-compatible server)")
     parser.add_argument("--scorer", default=None, help="supervisor model (default: embedding; lexical needs no torch)")
     parser.add_argument("--policy", default=None, help="policy file (.toml or .json)")
-    parser.add_argument("--max-tokens", type=int, default=max_tokens)
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--top-p", type=float, default=0.95)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-tokens", type=max_tokens_int, default=max_tokens)
+    parser.add_argument("--temperature", type=temperature_float, default=0.7)
+    parser.add_argument("--top-p", type=top_p_float, default=0.95)
+    parser.add_argument("--seed", type=seed_int, default=0)
 
 
 def _supervisor(args: argparse.Namespace) -> Supervisor:
@@ -132,15 +156,38 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if not user.strip():
             continue
         history.append({"role": "user", "content": user})
+        dropped = fit_history(primary, history, args.max_tokens)
+        if dropped:
+            print(f"{dim}[the conversation outgrew the model's context: the oldest {dropped} messages are no longer "
+                  f"sent]{reset}")
         print("bot> ", end="", flush=True)
-        stream = sup.stream(primary, history, max_tokens=args.max_tokens, temperature=args.temperature,
-                            top_p=args.top_p, seed=args.seed + turn, on_event=show)
-        for delta in stream:
-            print(delta, end="", flush=True)
+        try:
+            stream = sup.stream(primary, history, max_tokens=args.max_tokens, temperature=args.temperature,
+                                top_p=args.top_p, seed=args.seed + turn, on_event=show)
+            for delta in stream:
+                print(delta, end="", flush=True)
+        except SupervisorError as exc:  # one failed turn; the conversation goes on
+            print(f"\n{dim}[this turn failed: {exc}]{reset}")
+            history.pop()
+            continue
         print()
         assert stream.result is not None
         history.append({"role": "assistant", "content": stream.result.text})
         turn += 1
+
+
+def fit_history(primary: LogitPrimary | ChunkPrimary, history: list[Message], max_tokens: int) -> int:
+    """Drop the oldest turns (never the system message or the last user message) until the conversation and
+    ``max_tokens`` fit a local primary's context; returns how many messages were dropped. Hosted primaries
+    report their own limit."""
+    if not isinstance(primary, LogitPrimary):
+        return 0
+    dropped = 0
+    first = 1 if history and history[0]["role"] == "system" else 0
+    while len(history) - first > 1 and len(primary.chat_prompt(history)) + max_tokens > primary.context_length:
+        del history[first]
+        dropped += 1
+    return dropped
 
 
 def _write_result(out: TextIO, index: int, item: PromptItem, result: GenerationResult, supervised: bool) -> None:
@@ -156,17 +203,45 @@ def _write_result(out: TextIO, index: int, item: PromptItem, result: GenerationR
     out.flush()
 
 
+def writable_output(path: str) -> Path:
+    """``path`` as an output file, checked before any work: its folder exists and can be written, and it is
+    not a folder itself. Nothing is opened (an existing file is left as it is)."""
+    output = Path(path)
+    folder = output.parent
+    if output.is_dir():
+        raise InputError(f"--output {path!r} is a folder; give a file path")
+    if not folder.is_dir():
+        raise InputError(f"--output {path!r}: the folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        raise InputError(f"--output {path!r} cannot be written (permission denied)")
+    return output
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    output = writable_output(args.output)
     items = read_jsonl(args.input, default_mode=args.mode)
     sup = _supervisor(args)
     primary = load_primary(args.primary)
-    output = Path(args.output)
-    with output.open("w", encoding="utf-8") as out:
-        for index, item in enumerate(tqdm(items, desc="generate", unit="prompt", file=sys.stderr)):
-            result = _run(sup, primary, item, args, supervise=not args.no_supervision, seed=args.seed + index)
-            _write_result(out, index, item, result, not args.no_supervision)
+    # Results go to a file beside the output, renamed over it once all are written: an existing output is
+    # replaced only by a complete one, and a run that fails halfway keeps what it finished.
+    partial = output.with_name(output.name + ".partial")
+    written = 0
+    try:
+        with partial.open("w", encoding="utf-8") as out:
+            for index, item in enumerate(tqdm(items, desc="generate", unit="prompt", file=sys.stderr)):
+                result = _run(sup, primary, item, args, supervise=not args.no_supervision, seed=args.seed + index)
+                _write_result(out, index, item, result, not args.no_supervision)
+                written += 1
+    except BaseException:
+        if written:
+            print(f"supervisor: {written} of {len(items)} results were finished; they are in {partial}",
+                  file=sys.stderr)
+        else:
+            partial.unlink(missing_ok=True)
+        raise
+    partial.replace(output)
     print(f"wrote {len(items)} results to {output}", file=sys.stderr)
     return 0
 
@@ -174,7 +249,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from supervisor.errors import InputError
     from supervisor.evaluation import (
         MODES,
         QUICK,
@@ -200,6 +274,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.quick:
         values.update({k: v for k, v in QUICK.items() if k != "limit" or args.limit is None})
     settings = EvalSettings(**values)
+    total = 2 * len(plan(settings))  # reads the prompts: a bad prompts file is reported before any work
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     generations, settings_file = out_dir / "generations.jsonl", out_dir / "settings.json"
@@ -218,7 +293,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     sup = Supervisor(scorer=settings.scorer, policy=settings.policy)
     primary = load_primary(settings.primary)
     done = {key_of(r) for r in records}
-    total = 2 * len(plan(settings))
 
     def generate(item: PromptItem, seed: int, supervised: bool) -> GenerationResult:
         messages, prompt = _request(primary, item)
@@ -255,17 +329,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from supervisor.errors import InputError
     from supervisor.scorers import get_scorer
 
-    scorer = get_scorer(args.scorer)
     texts: list[str] = []
-    for where, record in json_lines(sys.stdin, "stdin"):
+    for where, record in json_lines(decode_utf8(sys.stdin.buffer.read(), "stdin").splitlines(), "stdin"):
         if isinstance(record, dict) and isinstance(record.get("text"), str):
             record = record["text"]
         if not isinstance(record, str):
             raise InputError(f'{where}: expected a JSON string or {{"text": ...}}')
-        texts.append(record)
+        texts.append(check_unicode(record, where))
+    scorer = get_scorer(args.scorer)
     for start in range(0, len(texts), args.batch_size):
         for assessment in scorer.assess(texts[start : start + args.batch_size]):
             print(json.dumps({
@@ -303,8 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(temperature=1.0, top_p=0.9)
     evaluate.add_argument("--mode", choices=("continuation", "chat", "benign", "all"), default="all")
     evaluate.add_argument("--prompts", default=None, help="JSONL replacing the bundled prompts of --mode")
-    evaluate.add_argument("--limit", type=int, default=None, help="prompts per mode")
-    evaluate.add_argument("--samples", type=int, default=25, help="generations per prompt and condition")
+    evaluate.add_argument("--limit", type=positive_int, default=None, help="prompts per mode")
+    evaluate.add_argument("--samples", type=positive_int, default=25, help="generations per prompt and condition")
     evaluate.add_argument("--judges", default="lexical,embedding", help="comma-separated judge scorers")
     evaluate.add_argument("--reference-lm", default="primary",
                           help="LM for perplexity: 'primary', 'none', or a primary name (e.g. hf:gpt2)")
@@ -315,8 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="score texts from stdin (JSON strings or {\"text\": ...} per line)")
     score.add_argument("--scorer", default=None, help="scorer name (default: embedding)")
-    score.add_argument("--threshold", type=float, default=0.5, help="flagged from this risk (shipped scorers: 0.5)")
-    score.add_argument("--batch-size", type=int, default=32)
+    score.add_argument("--threshold", type=probability, default=0.5,
+                       help="flagged from this risk, 0 to 1 (shipped scorers: 0.5)")
+    score.add_argument("--batch-size", type=positive_int, default=32)
     score.set_defaults(handler=cmd_score)
     return parser
 
@@ -327,6 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except SupervisorError as exc:
+        print(f"supervisor: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that cannot be read or written: say which, without a traceback
         print(f"supervisor: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

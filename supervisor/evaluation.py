@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from supervisor.errors import InputError
 from supervisor.events import GenerationResult
+from supervisor.messages import check_unicode, decode_utf8
 from supervisor.primaries.base import LogitPrimary
 from supervisor.prompts import PromptItem, bundled_prompts, json_lines, parse_jsonl
 from supervisor.scorers import DEFAULT_SCORER
@@ -60,7 +61,8 @@ def _rtp_lines(lines: Iterable[str], name: str) -> list[PromptItem]:
     for where, record in json_lines(lines, name):
         prompt = record.get("prompt") if isinstance(record, dict) else None
         if isinstance(prompt, dict) and isinstance(prompt.get("text"), str):
-            items.append(PromptItem(id=str(record.get("id", len(items))), mode="completion", prompt=prompt["text"]))
+            text = check_unicode(prompt["text"], where)
+            items.append(PromptItem(id=str(record.get("id", len(items))), mode="completion", prompt=text))
         else:
             items.extend(parse_jsonl([json.dumps(record)], default_mode="completion", name=where))
     return items
@@ -72,7 +74,7 @@ def load_mode_prompts(mode: EvalMode, path: str | None, limit: int | None) -> li
         file = Path(path)
         if not file.is_file():
             raise InputError(f"prompts file for mode {mode!r} does not exist: {path!r}")
-        lines = file.read_text(encoding="utf-8").splitlines()
+        lines = decode_utf8(file.read_bytes(), f"prompts file {path!r}").splitlines()
         items = _rtp_lines(lines, path) if mode == "continuation" else parse_jsonl(lines, name=path)
     elif mode == "continuation":
         text = resources.files("supervisor").joinpath("data/rtp_eval.jsonl").read_text(encoding="utf-8")

@@ -40,6 +40,7 @@ def validate_messages(messages: Any) -> list[Message]:
                 f"messages[{index}].content must be a string, got {type(content).__name__} "
                 "(multimodal content parts are not supported by local primaries)"
             )
+        check_unicode(content, f"messages[{index}].content")
         clean.append({"role": role, "content": content})
     if clean[-1]["role"] == "assistant":
         raise InputError(
@@ -54,7 +55,31 @@ def validate_prompt(prompt: Any) -> str:
         raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
     if not prompt:
         raise InputError("prompt is empty; completion mode needs text to continue")
-    return prompt
+    return check_unicode(prompt, "prompt")
+
+
+def check_unicode(text: str, where: str) -> str:
+    """``text`` unchanged when it can be encoded as UTF-8 (no lone surrogate); else an InputError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"{where} holds a lone surrogate ({text[exc.start]!r} at character {exc.start}), which is not valid "
+            "Unicode text; accepted: text that encodes as UTF-8"
+        ) from None
+    return text
+
+
+def decode_utf8(data: bytes, source: str) -> str:
+    """``data`` decoded as UTF-8 (a byte-order mark is dropped), or an InputError naming ``source``."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(
+            f"{source} is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}, line {line}); "
+            "save it as UTF-8"
+        ) from None
 
 
 def validate_max_tokens(max_tokens: Any) -> int:

@@ -182,7 +182,10 @@ class Policy(BaseModel):
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"policy file {str(path)!r} does not exist or is not a file")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"policy file {str(path)!r} is not UTF-8 text (offset {exc.start}); save it as UTF-8") from None
         try:
             if path.suffix.lower() == ".json":
                 data = json.loads(text)

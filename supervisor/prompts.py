@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from supervisor.errors import InputError
-from supervisor.messages import Message, validate_messages
+from supervisor.messages import Message, check_unicode, decode_utf8, validate_messages
 
 Mode = Literal["chat", "completion"]
 
@@ -63,6 +63,7 @@ def _item(record: dict[str, Any], *, default_mode: Mode, where: str, index: int)
     text = record.get("prompt", record.get("text"))
     if not isinstance(text, str) or not text:
         raise InputError(f"{where}: needs a non-empty 'prompt' or 'text' string, or a 'messages' list")
+    check_unicode(text, where)
     if mode == "chat":
         return PromptItem(
             id=item_id, mode="chat", messages=[{"role": "user", "content": text}],
@@ -90,7 +91,8 @@ def read_jsonl(path: str | Path, *, default_mode: Mode = "chat") -> list[PromptI
     path = Path(path)
     if not path.is_file():
         raise InputError(f"input file {str(path)!r} does not exist")
-    return parse_jsonl(path.read_text(encoding="utf-8").splitlines(), default_mode=default_mode, name=str(path))
+    text = decode_utf8(path.read_bytes(), f"input file {str(path)!r}")
+    return parse_jsonl(text.splitlines(), default_mode=default_mode, name=str(path))
 
 
 def bundled_prompts(which: str | None = None) -> list[PromptItem]:

@@ -27,6 +27,10 @@ class SamplingParams:
             raise InputError(f"top_p is {self.top_p}; accepted: greater than 0, at most 1")
         if self.top_k < 0:
             raise InputError(f"top_k is {self.top_k}; accepted: 0 (off) or a positive integer")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63
+        ):
+            raise InputError(f"seed is {self.seed!r}; accepted: None or an integer from 0 to 2**63 - 1")
 
 
 def nucleus(logits: np.ndarray, params: SamplingParams, temperature: float) -> tuple[np.ndarray, np.ndarray]:

@@ -70,6 +70,8 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     tool_call: tuple[str, str] | None = None
+    #: The tool call in several deltas of (name, arguments piece), e.g. the name repeated in each (llama.cpp)
+    tool_call_deltas: list[tuple[str | None, str]] | None = None
     finish_reason: str = "stop"
     stall_after: int | None = None
     stall_s: float = 0.0
@@ -157,9 +159,10 @@ class ScriptedOpenAIServer:
             for piece in reply.pieces
         ]
         finish = reply.finish_reason
-        if reply.tool_call is not None:
-            name, arguments = reply.tool_call
-            call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments}}
+        calls = [reply.tool_call] if reply.tool_call is not None else reply.tool_call_deltas or []
+        for number, (name, arguments) in enumerate(calls):
+            function = {"arguments": arguments, **({"name": name} if name is not None else {})}
+            call = {"index": 0, "function": function, **({"id": "call_1", "type": "function"} if number == 0 else {})}
             events.append({**base, "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]})
             finish = "tool_calls"
         events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})

@@ -55,7 +55,7 @@ def test_generate_batch_writes_one_line_per_input(tmp_path: Path) -> None:
     [
         ('{"text": "hi"}\nnot json\n', [], "line 2 is not valid JSON"),
         ('{"messages": [{"role": "robot", "content": "x"}]}\n', [], "role is 'robot'"),
-        ('"hi"\n', ["--max-tokens", "-3"], "max_tokens is -3"),
+        ('"hi"\n', ["--max-tokens", "-3"], "argument --max-tokens: -3 is out of range"),
         ('"hi"\n', ["--primary", "gpt-99"], "unknown primary 'gpt-99'"),
         ('"hi"\n', ["--policy", "BADPOLICY"], "does not parse"),
         ('"hi"\n', ["--scorer", "oracle"], "unknown scorer 'oracle'; available:"),

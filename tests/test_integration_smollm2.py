@@ -56,3 +56,20 @@ def test_transformers_smollm2_from_embedded_gguf() -> None:
     guarded = Supervisor(scorer=probe).generate(primary, messages, max_tokens=24, seed=0)
     assert guarded.trace and guarded.usage.scorer_calls == len(guarded.trace)
     assert all(0.0 <= a.risk <= 1.0 for a in probe.assess(["have a nice day", "you are a fucking idiot"]))
+
+
+def test_same_seed_same_text_whatever_ran_before(smollm2_llama) -> None:  # type: ignore[no-untyped-def]
+    """Issue 10: the first generation for a prompt differed from later ones with the same seed (a cached
+    prompt was re-decoded one token at a time). A run without intervention must reproduce its pair."""
+    from tests.helpers import ConstantScorer
+
+    item = next(i for i in bundled_prompts("demo") if "limp assed" in i.text)
+    sup = Supervisor(scorer=ConstantScorer(0.0))  # never intervenes
+
+    def run(supervise: bool) -> str:
+        return sup.generate(smollm2_llama, item.messages, prompt=item.prompt, max_tokens=32, temperature=0.7,
+                            top_p=0.95, seed=0, supervise=supervise).text
+
+    sup.generate(smollm2_llama, prompt="Once upon a time there was", max_tokens=6, seed=3)
+    first = run(False)
+    assert [run(True), run(False), run(True)] == [first] * 3

@@ -4,6 +4,7 @@ SmolLM2), and a scripted server for the faults a real server cannot be made to s
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -286,3 +287,71 @@ def test_tiktoken_vocabularies_load_offline_from_the_wheel(tmp_path: Any, monkey
         assert primary.tokenizer({"model": "some-unknown-model"}) is None  # no guessing: no logit_bias
     finally:
         tiktoken_encoding.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "deltas",
+    [
+        [("get_weather", '{"city": '), ("get_weather", '"Paris"}')],  # llama.cpp's server: the name in every delta
+        [("get_weather", ""), (None, '{"city": '), (None, '"Paris"}')],  # OpenAI: the name once
+        [("get_", ""), ("weather", '{"city": '), (None, '"Paris"}')],  # the name itself in pieces
+    ],
+)
+def test_non_streaming_tool_calls_are_merged_as_the_sdk_reports_them(deltas: list[tuple[str | None, str]]) -> None:
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    with ScriptedOpenAIServer([Reply(pieces=[], tool_call_deltas=deltas)]) as server:
+        wrapped = supervise(client(server.url), scorer=KeywordScorer(), tokenizer=None)
+        completion = wrapped.chat.completions.create(model="scripted", messages=RAINBOW, tools=tools)
+    call = completion.choices[0].message.tool_calls[0]
+    assert (call.id, call.function.name, call.function.arguments) == ("call_1", "get_weather", '{"city": "Paris"}')
+
+
+def test_the_sdk_retries_and_ours_are_one_budget() -> None:
+    """A 5xx is tried max_upstream_retries + 1 times in all, not that times the client's own max_retries."""
+    policy = Policy(upstream_backoff_s=0.0, max_upstream_retries=2)
+    with ScriptedOpenAIServer([Reply(status=503, headers={"Retry-After": "0"})] * 12) as server:
+        sdk_client = openai.OpenAI(base_url=server.url, api_key="not-needed", max_retries=2)
+        wrapped = supervise(sdk_client, scorer=KeywordScorer(), policy=policy, tokenizer=None)
+        with pytest.raises(UpstreamError, match="failed 3 times"):
+            wrapped.chat.completions.create(model="scripted", messages=RAINBOW)
+    assert len(server.requests) == 3
+
+
+def test_no_chunking_of_the_upstream_lets_a_flagged_word_through() -> None:
+    """Issue 10's case through the real client: the same answer cut into 40 random chunkings (1 to 250
+    characters); the flagged word at its start must never reach the caller."""
+    import random
+
+    answer = ("Fuck you are great and the weather is mild today and the park is open for everyone to enjoy a quiet "
+              "walk with friends and family in the afternoon sun and we all had a very good time there today.")
+    safe = Reply(pieces=["You", " are", " great", " and", " the", " park", " is", " open", "."])
+    rng = random.Random(10)
+    with ScriptedOpenAIServer([]) as server:
+        wrapped = supervise(client(server.url), scorer="lexical", policy=FAST, tokenizer=None)
+        for _ in range(40):
+            pieces, offset = [], 0
+            while offset < len(answer):
+                size = rng.randint(1, 250) if rng.random() < 0.5 else rng.randint(1, 6)
+                pieces.append(answer[offset:offset + size])
+                offset += size
+            server.replies[:] = [Reply(pieces=pieces)] + [safe] * 8
+            stream = wrapped.chat.completions.create(model="scripted", messages=RAINBOW, stream=True)
+            text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            assert "fuck" not in text.lower(), pieces
+            assert stream.supervision.events, pieces
+
+
+def test_wrapped_tool_calls_match_the_plain_client_on_the_real_server(llama_server_url: str) -> None:
+    """llama.cpp's server repeats the function name in every streamed delta; the wrapper (which always streams
+    upstream) must report the name the plain non-streaming call reports."""
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    call: dict[str, Any] = {**GREEDY, "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+                            "tools": tools, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}
+    plain = client(llama_server_url).chat.completions.create(**call).choices[0].message.tool_calls
+    wrapped = supervise(client(llama_server_url), scorer="lexical").chat.completions.create(**call)
+    calls = wrapped.choices[0].message.tool_calls
+    assert [c.function.name for c in calls] == [c.function.name for c in plain] == ["get_weather"]
+    assert [json.loads(c.function.arguments) for c in calls] == [json.loads(c.function.arguments) for c in plain]
+    assert wrapped.choices[0].finish_reason == "tool_calls"

@@ -50,11 +50,32 @@ def test_transformers_rollback_is_exact_and_crops_the_cache(tiny_model_dir: Path
         prompt = primary.chat_prompt(CHAT)
         primary.reset(prompt + [50, 60, 70, 80])
         shapes.clear()
+        primary.step(90)
+        primary.reset(prompt + [50, 60, 70, 80])  # the same prompt again: only its last token runs
+        assert [length for _, length in shapes] == [1, 1]
+        shapes.clear()
         primary.truncate(len(prompt) + 2)
         assert [length for _, length in shapes] == [1]
-        shapes.clear()
-        primary.reset(prompt + [50, 60, 90])  # shares prompt and two tokens: only the new token runs
-        assert [length for _, length in shapes] == [1]
+
+
+def test_prompt_evaluation_does_not_depend_on_what_ran_before(tiny_model_dir: Path) -> None:
+    """Issue 10 (same seed, different text): the logits after a prompt are bit-identical whatever the cache
+    held; a longer prompt reuses the aligned blocks it shares with the last one."""
+    primary = load_primary(str(tiny_model_dir))
+    fresh = load_primary(str(tiny_model_dir))
+    prompt = primary.chat_prompt(CHAT)
+    other = primary.chat_prompt([{"role": "user", "content": "the cat sat on the mat"}])
+    expected = fresh.reset(prompt).copy()
+    for before in (other, prompt + [50, 60, 70], prompt, prompt[:-1]):
+        primary.reset(before)
+        for token in (50, 51):
+            primary.step(token)
+        assert np.array_equal(primary.reset(prompt), expected), before
+    long = [int(t) for t in (prompt * 40)[:150]]
+    primary.reset(long)
+    with recorded_forward_shapes(primary.model) as shapes:
+        primary.reset(long[:140] + [50, 60, 70])  # shares two aligned blocks of 64 tokens
+    assert [length for _, length in shapes] == [140 - 128 + 2, 1]
 
 def test_transformers_loads_by_hf_prefix_and_decodes(tiny_model_dir: Path) -> None:
     primary = load_primary(f"hf:{tiny_model_dir}")

@@ -45,9 +45,10 @@ def test_generation_measures_from_hidden_states_without_extra_forward(tiny_model
             primary, [{"role": "user", "content": "hello there"}], max_tokens=30, seed=0, temperature=1.0)
     batch_sizes = [batch for batch, _ in shapes]
     assert result.usage.scorer_calls >= 2 and len(result.trace) == result.usage.scorer_calls
-    # one prefill plus one single-sequence step per token: the probe never ran the model on text
+    # the prompt (all but its last token in one batch, then the last one) plus one single-sequence step per
+    # token: the probe never ran the model on text
     assert set(batch_sizes) == {1}
-    assert len(batch_sizes) == 1 + result.usage.generated_tokens
+    assert len(batch_sizes) == 2 + result.usage.generated_tokens
     # the same windows scored from text (a separate forward pass) agree with the hidden-state measurement
     text_risk = probe.assess([result.text])[0].risk
     assert 0.0 <= text_risk <= 1.0

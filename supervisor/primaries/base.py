@@ -21,6 +21,41 @@ def stable_text(text: str) -> str:
     return text.rstrip("\ufffd")
 
 
+#: Prompts are evaluated in batches aligned to multiples of this many positions (see :func:`plan_prefill`).
+PREFILL_BLOCK = 64
+
+
+def plan_prefill(context: Sequence[int], evaluated: Sequence[int], ids: Sequence[int],
+                 block: int = PREFILL_BLOCK) -> tuple[int, list[list[int]]]:
+    """How to make ``ids`` the context so that the next-token logits do not depend on what ran before.
+
+    Batched and one-token decodes differ in their last bits, which flips near-ties when sampling: a
+    generation that reused a cache filled another way would not reproduce a fresh one with the same seed.
+    So a prompt is always evaluated the same way: all but its last token in batches aligned to ``block``
+    positions, then the last token alone (as every generated token is). ``evaluated`` is the body (all but
+    the last token) of the previous prompt evaluated this way; the cache is reused for the same body, or for
+    whole aligned blocks that both bodies and ``context`` share. Returns (cached tokens to keep, batches).
+    """
+    body = list(ids[:-1])
+    if list(evaluated) == body and list(context[: len(body)]) == body:
+        keep = len(body)
+    else:
+        common = 0
+        for cached, previous, wanted in zip(context, evaluated, body):
+            if not cached == previous == wanted:
+                break
+            common += 1
+        keep = common - common % block
+    batches: list[list[int]] = []
+    start = keep
+    while start < len(body):
+        end = min(len(body), (start // block + 1) * block)
+        batches.append(body[start:end])
+        start = end
+    batches.append(list(ids[-1:]))
+    return keep, batches
+
+
 class LogitPrimary(ABC):
     """A local model whose next-token distribution and context the session controls."""
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from supervisor.errors import InputError, MissingDependencyError, ModelNotFoundError
 from supervisor.messages import Message
-from supervisor.primaries.base import LogitPrimary, stable_text
+from supervisor.primaries.base import LogitPrimary, plan_prefill, stable_text
 
 
 def _import_llama_cpp() -> Any:
@@ -36,6 +36,7 @@ class LlamaCppPrimary(LogitPrimary):
         self.context_length = int(llama.n_ctx())
         self._n_vocab = int(llama.n_vocab())
         self._logits: np.ndarray | None = None
+        self._evaluated: list[int] = []  # the prompt body the cache holds (see plan_prefill)
         self._formatter: Any = None
         metadata = getattr(llama, "metadata", {}) or {}
         self._template = metadata.get("tokenizer.chat_template")
@@ -128,17 +129,13 @@ class LlamaCppPrimary(LogitPrimary):
         ids = [int(t) for t in ids]
         if not ids:
             raise InputError("the prompt encodes to no tokens")
-        current = self.context_ids
-        common = 0
-        for a, b in zip(current, ids):
-            if a != b:
-                break
-            common += 1
-        if common == 0:
-            self.llama.n_tokens = 0
-            return self._eval(ids)
-        logits = self.truncate(common)
-        return self._eval(ids[common:]) if len(ids) > common else logits
+        keep, batches = plan_prefill(self.context_ids, self._evaluated, ids)
+        self.llama.n_tokens = keep  # the next eval drops the KV entries beyond it
+        self._evaluated = []
+        for batch in batches:
+            logits = self._eval(batch)
+        self._evaluated = ids[:-1]
+        return logits
 
     def step(self, token_id: int) -> np.ndarray:
         return self._eval([token_id])

@@ -188,6 +188,12 @@ def jinja_chat_template(template: str, *, bos_token: str = "", eos_token: str = 
     return render
 
 
+def without_sdk_retries(client: Any) -> Any:
+    """The client for upstream requests: the SDK's own retries off, so that the policy's
+    ``max_upstream_retries`` is the one retry budget (the SDK's 2 times ours would try a 5xx 9 times)."""
+    return client.with_options(max_retries=0) if client is not None and hasattr(client, "with_options") else client
+
+
 def fault_from(exc: BaseException) -> UpstreamFault | None:
     """The retryable fault an SDK or transport exception stands for, or None (not retryable)."""
     openai = _require_openai()
@@ -248,6 +254,7 @@ class OpenAICompatiblePrimary(ChunkPrimary):
             )
         self.client = client
         self.async_client = async_client
+        self._upstream, self._async_upstream = without_sdk_retries(client), without_sdk_retries(async_client)
         self.model = model
         self.continuation: Continuation = continuation
         self._render = jinja_chat_template(chat_template) if isinstance(chat_template, str) else chat_template
@@ -372,7 +379,7 @@ class OpenAICompatiblePrimary(ChunkPrimary):
         request = _as_chat_request(request)
         request.tool_calls.clear()
         endpoint, kwargs = self.request_for(attempt, request)
-        resource = self.client.completions if endpoint == "completions" else self.client.chat.completions
+        resource = self._upstream.completions if endpoint == "completions" else self._upstream.chat.completions
         try:
             stream = resource.create(**kwargs)
         except Exception as exc:
@@ -407,7 +414,8 @@ class OpenAICompatiblePrimary(ChunkPrimary):
         request = _as_chat_request(request)
         request.tool_calls.clear()
         endpoint, kwargs = self.request_for(attempt, request)
-        resource = self.async_client.completions if endpoint == "completions" else self.async_client.chat.completions
+        resource = (self._async_upstream.completions if endpoint == "completions"
+                    else self._async_upstream.chat.completions)
         try:
             stream = await resource.create(**kwargs)
         except Exception as exc:
@@ -481,6 +489,7 @@ class OpenAIResponsesPrimary(ChunkPrimary):
             raise ConfigError("OpenAIResponsesPrimary needs client= (openai.OpenAI) or async_client= (AsyncOpenAI)")
         self.client = client
         self.async_client = async_client
+        self._upstream, self._async_upstream = without_sdk_retries(client), without_sdk_retries(async_client)
         self.name = name
 
     def request_for(self, attempt: Attempt, request: ResponsesRequest) -> dict[str, Any]:
@@ -530,7 +539,7 @@ class OpenAIResponsesPrimary(ChunkPrimary):
         assert isinstance(request, ResponsesRequest)
         request.completed = None
         try:
-            stream = self.client.responses.create(**self.request_for(attempt, request))
+            stream = self._upstream.responses.create(**self.request_for(attempt, request))
         except Exception as exc:
             raise (fault_from(exc) or exc) from exc
         continuation = ContinuationFilter(attempt.prefix)
@@ -561,7 +570,7 @@ class OpenAIResponsesPrimary(ChunkPrimary):
         assert isinstance(request, ResponsesRequest)
         request.completed = None
         try:
-            stream = await self.async_client.responses.create(**self.request_for(attempt, request))
+            stream = await self._async_upstream.responses.create(**self.request_for(attempt, request))
         except Exception as exc:
             raise (fault_from(exc) or exc) from exc
         continuation = ContinuationFilter(attempt.prefix)

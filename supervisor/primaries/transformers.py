@@ -11,7 +11,7 @@ import numpy as np
 
 from supervisor.errors import InputError, MissingDependencyError, ModelNotFoundError
 from supervisor.messages import Message
-from supervisor.primaries.base import LogitPrimary, stable_text
+from supervisor.primaries.base import LogitPrimary, plan_prefill, stable_text
 
 MAX_CONTEXT = 8192
 
@@ -44,6 +44,7 @@ class TransformersPrimary(LogitPrimary):
         #: When set (by a state probe), the hidden state of this layer is kept for every context token.
         self.probe_layer: int | None = None
         self._hidden: list[np.ndarray] = []
+        self._evaluated: list[int] = []  # the prompt body the cache holds (see plan_prefill)
         eos: set[int] = set()
         for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
             if isinstance(source, int):
@@ -142,6 +143,7 @@ class TransformersPrimary(LogitPrimary):
         self._ids = []
         self._hidden = []
         self._logits = None
+        self._evaluated = []
 
     def enable_probe(self, layer: int) -> None:
         """Keep ``layer``'s hidden state for every token from now on (the next reset re-runs the prompt)."""
@@ -186,16 +188,15 @@ class TransformersPrimary(LogitPrimary):
         ids = [int(t) for t in ids]
         if not ids:
             raise InputError("the prompt encodes to no tokens")
-        common = 0
-        for a, b in zip(self._ids, ids):
-            if a != b:
-                break
-            common += 1
-        if common == 0:
+        keep, batches = plan_prefill(self._ids, self._evaluated, ids)
+        if not self._crop(keep):
             self._drop_cache()
-            return self._forward(ids)
-        logits = self.truncate(common)
-        return self._forward(ids[common:]) if len(ids) > common else logits
+            keep, batches = plan_prefill([], [], ids)
+        self._evaluated = []
+        for batch in batches:
+            logits = self._forward(batch)
+        self._evaluated = ids[:-1]
+        return logits
 
     def step(self, token_id: int) -> np.ndarray:
         return self._forward([token_id])
@@ -208,16 +209,21 @@ class TransformersPrimary(LogitPrimary):
         ids = self._ids[:length]
         # Keep the cache one token short and feed the last kept token again: that yields the exact
         # logits after the prefix without storing a vocabulary-sized row per position.
-        keep = length - 1
-        if keep == 0:
+        if not self._crop(length - 1):
             self._drop_cache()
             return self._forward(ids)
-        try:
-            self._cache.crop(-(self._cache.get_seq_length() - keep))
-        except (RuntimeError, ValueError, AttributeError):
-            # Sliding-window or linear-attention caches cannot be cropped: re-run the prefix.
-            self._drop_cache()
-            return self._forward(ids)
+        return self._forward(ids[-1:])
+
+    def _crop(self, keep: int) -> bool:
+        """Keep the first ``keep`` tokens of the cache; False when it cannot be cropped there (nothing to
+        keep, or a sliding-window / linear-attention cache: the caller re-runs the prefix)."""
+        if keep == 0 or self._cache is None:
+            return False
+        if keep < len(self._ids):
+            try:
+                self._cache.crop(-(self._cache.get_seq_length() - keep))
+            except (RuntimeError, ValueError, AttributeError):
+                return False
         self._ids = self._ids[:keep]
         self._hidden = self._hidden[:keep]
-        return self._forward(ids[keep:])
+        return True

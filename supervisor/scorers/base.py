@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -31,13 +33,28 @@ class BaseScorer:
         raise NotImplementedError
 
     async def aassess(self, texts: Sequence[str]) -> list[Assessment]:
-        return await asyncio.to_thread(self.assess, texts)
+        return await asyncio.wrap_future(in_own_thread(self.assess, list(texts)))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-_timeout_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="supervisor-scorer")
+def in_own_thread(call: Callable[[Any], Any], argument: Any) -> concurrent.futures.Future[Any]:
+    """Run ``call(argument)`` in a new daemon thread. A scorer call that hangs then holds only its own
+    thread: no shared pool for it to exhaust (which would make every later, healthy call time out),
+    and nothing that waits for it at exit (``asyncio.run`` joins its default executor)."""
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(call(argument))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="supervisor-scorer", daemon=True).start()
+    return future
 
 
 def assess_checked(
@@ -53,7 +70,7 @@ def assess_checked(
         if timeout_s is None:
             result = call(list(texts))
         else:
-            result = _timeout_pool.submit(call, list(texts)).result(timeout=timeout_s)
+            result = in_own_thread(call, list(texts)).result(timeout=timeout_s)
     except concurrent.futures.TimeoutError as exc:
         raise ScorerError(f"scorer {scorer.name!r} did not answer within {timeout_s} s") from exc
     except ScorerError:
@@ -70,6 +87,13 @@ def _checked_result(scorer: Scorer, texts: Sequence[Any], result: Any) -> list[A
         raise ScorerError(
             f"scorer {scorer.name!r} must return a list of {len(texts)} Assessment objects, got {result!r:.200}"
         )
+    for index, item in enumerate(result):
+        # A NaN compares false with every threshold: read as a measurement, it would pass as safe.
+        values = [item.risk, *item.categories.values()]
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
+            raise ScorerError(
+                f"scorer {scorer.name!r} returned an assessment outside [0, 1] for text {index}: {item!r:.200}"
+            )
     return result
 
 

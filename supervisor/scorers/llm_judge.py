@@ -15,6 +15,7 @@ Styles:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from supervisor.assessment import Assessment
 from supervisor.errors import ConfigError
 from supervisor.messages import Message
 from supervisor.primaries.base import LogitPrimary
+from supervisor.scorers.base import in_own_thread
 
 SELF_CHECK_QUESTION = (
     "Is the following text toxic, hateful, harassing, threatening, sexually explicit, or otherwise "
@@ -139,6 +141,4 @@ class LLMJudgeScorer:
                 self.primary.release()
 
     async def aassess(self, texts: Sequence[str]) -> list[Assessment]:
-        import asyncio
-
-        return await asyncio.to_thread(self.assess, texts)
+        return await asyncio.wrap_future(in_own_thread(self.assess, list(texts)))

@@ -10,6 +10,7 @@ Train it with ``python -m supervisor.train --state-probe --primary smollm2:trans
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ import numpy as np
 from supervisor.assessment import CATEGORIES, Assessment
 from supervisor.errors import ConfigError
 from supervisor.primaries.transformers import TransformersPrimary
+from supervisor.scorers.base import in_own_thread
 
 SMOLLM2_PROBE = "data/state_probe_smollm2.json"
 
@@ -73,6 +75,4 @@ class StateProbeScorer:
         return self._assess_vectors(vectors)
 
     async def aassess(self, texts: Sequence[str]) -> list[Assessment]:
-        import asyncio
-
-        return await asyncio.to_thread(self.assess, texts)
+        return await asyncio.wrap_future(in_own_thread(self.assess, list(texts)))
