@@ -33,14 +33,9 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from supervisor.api import Supervisor, _policy
 from supervisor.chunk_session import (
-    CONTINUE_INSTRUCTION,
     UNLIMITED_TOKENS,
-    Attempt,
-    ChunkPrimary,
     ChunkSession,
-    ContinuationFilter,
     Step,
-    UpstreamDelta,
     arun_chunked,
     asettle,
     chunk_session,
@@ -48,11 +43,13 @@ from supervisor.chunk_session import (
     run_chunked,
     settle,
 )
+from supervisor.continuation import CONTINUE_INSTRUCTION, ContinuationFilter
 from supervisor.errors import InputError, SupervisorError
 from supervisor.events import EventObserver, GenerationResult, InterventionEvent
 from supervisor.messages import Message
 from supervisor.policy import Policy
 from supervisor.primaries.base import LogitPrimary
+from supervisor.primaries.chunk import Attempt, ChunkPrimary, UpstreamDelta
 from supervisor.scorers import Scorer, get_scorer
 
 __all__ = [

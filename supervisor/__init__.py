@@ -7,7 +7,6 @@ from __future__ import annotations
 from supervisor.actions import Action, Bias, Continue, Halt, Reprompt, Rollback
 from supervisor.api import AsyncSupervisedStream, SupervisedStream, Supervisor
 from supervisor.assessment import CATEGORIES, Assessment
-from supervisor.chunk_session import ChunkPrimary
 from supervisor.errors import (
     ConfigError,
     InputError,
@@ -22,6 +21,7 @@ from supervisor.errors import (
 from supervisor.events import GenerationResult, InterventionEvent, Timings, TracePoint, UpstreamAttempt, Usage
 from supervisor.policy import Policy
 from supervisor.primaries import LogitPrimary, load_primary
+from supervisor.primaries.chunk import ChunkPrimary
 from supervisor.scorers import BaseScorer, Scorer, get_scorer
 from supervisor.state import MoralState, StateEstimator
 

@@ -8,12 +8,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, 
 from pathlib import Path
 from typing import Any
 
-from supervisor.chunk_session import ChunkPrimary, ChunkSession, arun_chunked, chunk_session, run_chunked
+from supervisor.chunk_session import ChunkSession, arun_chunked, chunk_session, run_chunked
 from supervisor.errors import ConfigError, InputError
 from supervisor.events import EventObserver, GenerationResult
 from supervisor.messages import validate_max_tokens, validate_messages, validate_prompt
 from supervisor.policy import Policy
 from supervisor.primaries.base import LogitPrimary
+from supervisor.primaries.chunk import ChunkPrimary
 from supervisor.sampling import SamplingParams
 from supervisor.scorers import Scorer, get_scorer
 from supervisor.session import Request, Session

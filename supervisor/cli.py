@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from supervisor.api import Supervisor
-from supervisor.chunk_session import ChunkPrimary
 from supervisor.errors import InputError, SupervisorError
 from supervisor.events import GenerationResult, InterventionEvent
 from supervisor.messages import MAX_TOKENS_LIMIT, Message, check_unicode, decode_utf8
 from supervisor.primaries import load_primary
 from supervisor.primaries.base import LogitPrimary
+from supervisor.primaries.chunk import ChunkPrimary
 from supervisor.prompts import PromptItem, bundled_prompts, json_lines, read_jsonl
 from supervisor.scorers import DEFAULT_SCORER
 

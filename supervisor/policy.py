@@ -29,6 +29,14 @@ class Policy(BaseModel):
         default=8, ge=1, le=512,
         description="Tokens between checkpoints. Smaller reacts sooner and costs more scorer calls.",
     )
+    first_checkpoint_tokens: int = Field(
+        default=4, ge=1, le=512,
+        description=(
+            "Tokens to the first checkpoint; the gap doubles at each passed checkpoint up to checkpoint_every "
+            "(4, 8, 8, ... by default). The first text is checked, and so released, sooner; later checks keep "
+            "their cadence."
+        ),
+    )
     window_tokens: int = Field(
         default=24, ge=1, le=4096,
         description=(

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from supervisor import Policy
-from supervisor.chunk_session import Attempt, ChunkPrimary, UpstreamDelta, arun_chunked, chunk_session, run_chunked
+from supervisor.chunk_session import arun_chunked, chunk_session, run_chunked
 from supervisor.errors import UpstreamError, UpstreamFault
+from supervisor.primaries.chunk import Attempt, ChunkPrimary, UpstreamDelta
 from tests.helpers import FailingScorer, KeywordScorer
 
 SAFE = "The weather is mild today and the park is open for everyone to enjoy a quiet walk."

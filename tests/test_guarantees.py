@@ -20,16 +20,9 @@ from hypothesis import strategies as st
 
 from supervisor import Policy
 from supervisor.assessment import Assessment
-from supervisor.chunk_session import (
-    Attempt,
-    ChunkPrimary,
-    UpstreamDelta,
-    arun_chunked,
-    chunk_session,
-    estimate_tokens,
-    run_chunked,
-)
+from supervisor.chunk_session import arun_chunked, chunk_session, run_chunked
 from supervisor.errors import UpstreamError, UpstreamFault
+from supervisor.primaries.chunk import Attempt, ChunkPrimary, UpstreamDelta, estimate_tokens
 from supervisor.sampling import SamplingParams
 from supervisor.scorers.base import BaseScorer
 from supervisor.session import Request, Session

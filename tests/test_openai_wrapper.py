@@ -15,7 +15,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: E402
 from supervisor.integrations.openai import supervise  # noqa: E402
 
 from supervisor import Policy  # noqa: E402
-from supervisor.chunk_session import CONTINUE_INSTRUCTION  # noqa: E402
+from supervisor.continuation import CONTINUE_INSTRUCTION  # noqa: E402
 from supervisor.errors import InputError, UpstreamError  # noqa: E402
 from supervisor.primaries.embedded import smollm2_path  # noqa: E402
 from supervisor.primaries.openai_compatible import LlamaServerTokenizer, chat_template_from_gguf  # noqa: E402

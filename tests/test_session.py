@@ -28,7 +28,7 @@ def run_stream(sup: Supervisor, primary: ScriptedPrimary, **kwargs: object):  # 
 
 def test_phrase_split_across_a_checkpoint_is_caught_by_overlapping_windows() -> None:
     script = split_script("the sky is blue and she is a ", "bi", "tch", " and then we left", every=8)
-    overlapping = Policy(checkpoint_every=8, window_tokens=24, holdback_checkpoints=1)
+    overlapping = Policy(checkpoint_every=8, first_checkpoint_tokens=8, window_tokens=24, holdback_checkpoints=1)
     deltas, result = run_stream(Supervisor(scorer="lexical", policy=overlapping), ScriptedPrimary(script))
     assert "bitch" not in result.text
     assert result.count("rollback") >= 1
@@ -38,7 +38,8 @@ def test_phrase_split_across_a_checkpoint_is_caught_by_overlapping_windows() -> 
 
     # The same text with windows that do not overlap and no holdback: each half looks harmless,
     # so the word reaches the user before the final whole-response check can see it.
-    disjoint = Policy(checkpoint_every=8, window_tokens=8, holdback_checkpoints=0, full_window_every=1000)
+    disjoint = Policy(checkpoint_every=8, first_checkpoint_tokens=8, window_tokens=8, holdback_checkpoints=0,
+                      full_window_every=1000)
     _, leaked = run_stream(Supervisor(scorer="lexical", policy=disjoint), ScriptedPrimary(script))
     assert "bitch" in leaked.text
 
@@ -68,7 +69,9 @@ def test_budgets_hold_and_halt_ends_cleanly() -> None:
 
 def test_reprompt_steers_from_the_safe_checkpoint() -> None:
     primary = ScriptedPrimary("you are such a bitch, really", fallback=" I hope you have a lovely day.")
-    policy = Policy(max_rollbacks=0, max_reprompts=1)
+    # checkpoints at 8, 16, 24: the default scorer flags the window "you are such a bitch, re" (0.68) but
+    # not the whole sentence (0.57 < 0.6), a known weakness of the embedding probe (README)
+    policy = Policy(max_rollbacks=0, max_reprompts=1, first_checkpoint_tokens=8)
     _, result = run_stream(Supervisor(policy=policy), primary)
     assert [e.kind for e in result.events] == ["reprompt"]
     assert result.stop_reason == "stop"

@@ -16,9 +16,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from supervisor.chunk_session import ChunkPrimary
 from supervisor.errors import ModelNotFoundError
 from supervisor.primaries.base import LogitPrimary, stable_text
+from supervisor.primaries.chunk import ChunkPrimary
 from supervisor.primaries.embedded import SMOLLM2_GGUF, smollm2_path
 
 ACCEPTED = (

@@ -38,16 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from supervisor.chunk_session import (
-    CONTINUE_INSTRUCTION,
-    Attempt,
-    ChunkPrimary,
-    ContinuationFilter,
-    UpstreamDelta,
-    estimate_tokens,
-)
+from supervisor.continuation import CONTINUE_INSTRUCTION, ContinuationFilter
 from supervisor.errors import ConfigError, InputError, MissingDependencyError, UpstreamFault
 from supervisor.messages import with_instruction
+from supervisor.primaries.chunk import Attempt, ChunkPrimary, UpstreamDelta, estimate_tokens
 
 Continuation = Literal["instruction", "prefill", "vllm", "completions"]
 CONTINUATIONS: tuple[str, ...] = ("instruction", "prefill", "vllm", "completions")

@@ -24,6 +24,20 @@ class Scorer(Protocol):
     async def aassess(self, texts: Sequence[str]) -> list[Assessment]: ...
 
 
+@runtime_checkable
+class HiddenStateScorer(Protocol):
+    """A scorer that can measure a primary's own hidden states (the state probe): the logit engine hands it
+    spans of the context of the primary that is generating, instead of their decoded text."""
+
+    name: str
+
+    def reads(self, primary: object) -> bool:
+        """True when it can measure ``primary``'s context from its hidden states."""
+
+    def assess_context(self, spans: Sequence[tuple[int, int]]) -> list[Assessment]:
+        """One assessment per span of context token positions (``start:end``) of the primary it reads."""
+
+
 class BaseScorer:
     """Convenience base: subclasses implement ``assess``; ``aassess`` runs it in a worker thread."""
 

@@ -67,6 +67,14 @@ class StateProbeScorer:
         """One assessment per window of per-token hidden states (rows), mean-pooled."""
         return self._assess_vectors(np.stack([w.mean(axis=0) for w in windows]))
 
+    def reads(self, primary: object) -> bool:
+        return primary is self.primary and self.primary.probe_layer == self.layer
+
+    def assess_context(self, spans: Sequence[tuple[int, int]]) -> list[Assessment]:
+        """The state probe as a :class:`~supervisor.scorers.base.HiddenStateScorer`: spans of the decoding
+        context, measured from the hidden states the decoding already computed."""
+        return self.assess_hidden([self.primary.hidden_states(start, end) for start, end in spans])
+
     def assess(self, texts: Sequence[str]) -> list[Assessment]:
         if not texts:
             return []

@@ -1,0 +1,330 @@
+"""The supervision core: cadence, windows, the moral state, decisions, release and events, written once.
+
+ARCHITECTURE.md, "One core, two engines". The core is sans-IO: it never decodes, streams or scores. An
+engine holds the response as a :class:`Trajectory` and produces it: the logit engine
+(:mod:`supervisor.session`) token by token on a local primary, the chunk engine
+(:mod:`supervisor.chunk_session`) from a hosted stream. After the response grows, the engine asks
+:meth:`SupervisionCore.due` whether a check is due, has the :class:`Check`'s spans measured, and hands
+the outcome to :meth:`SupervisionCore.resolve`, which answers with a :class:`Decision`: text released,
+or go back to a position and regenerate (rollback, re-prompt), or the generation is over.
+
+Positions are in the engine's own unit (``token_position`` in the logit engine, ``char_offset`` in the
+chunk engine); the trajectory maps them to token counts, which drive the cadence and the windows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from supervisor.actions import Action, Bias, Continue, Halt, Reprompt, Rollback
+from supervisor.assessment import Assessment
+from supervisor.controller import Controller
+from supervisor.errors import ScorerError
+from supervisor.events import (
+    EventKind,
+    EventObserver,
+    GenerationResult,
+    InterventionEvent,
+    StopReason,
+    Timings,
+    TracePoint,
+    TriggerWindow,
+    UpstreamAttempt,
+    Usage,
+)
+from supervisor.holdback import Holdback
+from supervisor.policy import Policy
+from supervisor.scorers.base import Scorer, aassess_checked, assess_checked
+from supervisor.state import MoralState, StateEstimator, intervention_event
+
+Span = tuple[int, int]
+
+
+class Trajectory(Protocol):
+    """The response as an engine holds it, in the engine's position unit."""
+
+    @property
+    def end(self) -> int:
+        """Position of the end of the response."""
+
+    def text(self, start: int, end: int) -> str:
+        """The response text between two positions."""
+
+    def tokens_at(self, position: int) -> int:
+        """Tokens of the response before ``position``."""
+
+    def checkpoints_after(self, position: int, every: int) -> list[int]:
+        """Positions after ``position`` spaced at least ``every`` tokens apart, the first ``every`` after it."""
+
+    def window_start(self, end: int, tokens: int) -> int:
+        """The latest position at least ``tokens`` tokens before ``end`` (0 when there is none)."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """What to measure at a checkpoint: ``spans[:windows]`` are windows, a further span the whole response."""
+
+    position: int
+    spans: list[Span]
+    windows: int
+    final: bool
+
+    @property
+    def whole(self) -> bool:
+        return len(self.spans) > self.windows
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The core's answer to a measurement. ``target``: regenerate from this position (rollback, re-prompt);
+    ``stop``: the generation is over, for this reason."""
+
+    action: Action
+    released: str = ""
+    target: int | None = None
+    removed_text: str = ""
+    stop: StopReason | None = None
+
+
+@dataclass
+class _Trigger:
+    state: MoralState | None = None
+    window: TriggerWindow = "chunk"
+
+
+@dataclass
+class SupervisionCore:
+    """One supervised generation's loop state. ``can_steer``: the engine acts on a :class:`Bias` (reranks
+    candidates) and so keeps releasing in the watch zone; an engine that cannot steer holds text back there
+    until the state recovers."""
+
+    policy: Policy
+    can_steer: bool
+    observers: Sequence[EventObserver] = ()
+    usage: Usage = field(default_factory=Usage)
+    timings: Timings = field(default_factory=Timings)
+    result: GenerationResult | None = None
+
+    def __post_init__(self) -> None:
+        self.estimator = StateEstimator(self.policy)
+        self.controller = Controller(self.policy)
+        self.holdback = Holdback()
+        self.events: list[InterventionEvent] = []
+        self.trace: list[TracePoint] = []
+        self.released_position = 0
+        self.bias_strength = 0.0
+        self.checkpoint_count = 0
+        self.error: str | None = None
+        self._trigger = _Trigger()
+        self._start = time.perf_counter()
+
+    def start(self) -> None:
+        self._start = time.perf_counter()
+
+    @property
+    def released_text(self) -> str:
+        return self.holdback.released
+
+    @property
+    def last_checkpoint(self) -> int:
+        return self.estimator.checkpoints[-1].position
+
+    # -- when to measure, and what ----------------------------------------------------------------
+    def cadence(self) -> int:
+        """Tokens to the next checkpoint: ``first_checkpoint_tokens``, doubling with each passed checkpoint up
+        to ``checkpoint_every``, so that the first text is checked (and released) early."""
+        passed = len(self.estimator.checkpoints) - 1
+        return min(self.policy.checkpoint_every, self.policy.first_checkpoint_tokens << min(passed, 16))
+
+    def due(self, trajectory: Trajectory, *, final: bool = False) -> Check | None:
+        """The check due now, if any. ``final``: the response is complete; whatever is not yet released is
+        checked (None when all of it already was)."""
+        previous = self.last_checkpoint
+        if final:
+            if trajectory.end == previous and trajectory.end == self.released_position:
+                return None
+            position = trajectory.end
+        else:
+            positions = trajectory.checkpoints_after(previous, self.cadence())
+            if not positions:
+                return None
+            position = positions[-1]
+        self.checkpoint_count += 1
+        spans = self._window_spans(trajectory, position)
+        windows = len(spans)
+        whole = final or self.bias_strength > 0 or self.checkpoint_count % self.policy.full_window_every == 0
+        if whole and (windows > 1 or spans[0][0] > 0):
+            spans.append((0, position))
+        return Check(position=position, spans=spans, windows=windows, final=final)
+
+    def _window_spans(self, trajectory: Trajectory, position: int) -> list[Span]:
+        """The windows that cover the response from the last checkpoint to ``position``: one per cadence step,
+        each ``window_tokens`` long and reaching back at least to where the one before ended. However the
+        response arrived (one token or one huge delta at a time), every character lies in a scored window."""
+        previous = self.last_checkpoint
+        ends = [end for end in trajectory.checkpoints_after(previous, self.cadence()) if end < position]
+        spans: list[Span] = []
+        for end in [*ends, position]:
+            spans.append((min(trajectory.window_start(end, self.policy.window_tokens), previous), end))
+            previous = end
+        return spans
+
+    # -- what the measurement means ---------------------------------------------------------------
+    def resolve(self, trajectory: Trajectory, check: Check, outcome: list[Assessment] | ScorerError) -> Decision:
+        """Update the state with the measurement of ``check`` and decide. On a rollback or re-prompt the
+        engine must cut its trajectory back to ``decision.target`` and regenerate from there."""
+        if isinstance(outcome, ScorerError):
+            return self._on_scorer_error(trajectory, check, outcome)
+        chunk = Assessment.worst(outcome[: check.windows])
+        whole = outcome[check.windows] if check.whole else None
+        state = self.estimator.update(check.position, chunk, whole)
+        window: TriggerWindow = "final" if check.final else (
+            "full" if whole is not None and whole.risk > chunk.risk else "chunk")
+        self._trigger = _Trigger(state, window)
+        action = self.controller.decide(
+            state, safe_positions=self.estimator.safe_positions(), floor=self.released_position
+        )
+        self.trace.append(TracePoint(
+            position=trajectory.tokens_at(check.position), risk=round(state.risk, 4),
+            forecast=round(state.forecast_risk, 4), action=type(action).__name__.lower(), final=check.final,
+        ))
+        if isinstance(action, (Continue, Bias)):
+            return self._passed(trajectory, check, action)
+        if isinstance(action, Halt):
+            return self.halt(trajectory, action, "halt")
+        assert isinstance(action, (Rollback, Reprompt))
+        return self._go_back(trajectory, action)
+
+    def _passed(self, trajectory: Trajectory, check: Check, action: Continue | Bias) -> Decision:
+        self.estimator.mark_safe()
+        entering_watch = isinstance(action, Bias) and self.bias_strength == 0
+        self.bias_strength = action.strength if isinstance(action, Bias) else 0.0
+        if entering_watch:
+            self.record("bias", trajectory, trajectory.end, detail=(
+                f"rerank top-{self.policy.rerank_top_k} candidates" if self.can_steer
+                else "watch zone: text held back until the state recovers (no logit access)"))
+        if check.final:
+            released = self.release(trajectory, check.position)
+            return Decision(action, released, stop="stop")
+        if isinstance(action, Bias) and not self.can_steer:
+            return Decision(action)
+        return Decision(action, self.release(trajectory, self._release_target()))
+
+    def _go_back(self, trajectory: Trajectory, action: Rollback | Reprompt) -> Decision:
+        target = max(action.to_position, self.released_position)
+        removed = self.retreat(trajectory, target)
+        if isinstance(action, Reprompt):
+            self.record("reprompt", trajectory, target, removed_text=removed, detail=action.instruction)
+        else:
+            self.record("rollback", trajectory, target, removed_text=removed)
+        return Decision(action, target=target, removed_text=removed)
+
+    def retreat(self, trajectory: Trajectory, target: int) -> str:
+        """Forget the state after ``target`` (the engine cuts its trajectory there); returns the text removed."""
+        removed = trajectory.text(target, trajectory.end)
+        self.usage.discarded_tokens += trajectory.tokens_at(trajectory.end) - trajectory.tokens_at(target)
+        self.estimator.rollback(target)
+        self.bias_strength = 0.0
+        return removed
+
+    def halt(self, trajectory: Trajectory, action: Halt, reason: StopReason, *, error: str | None = None) -> Decision:
+        """Stop: nothing more of the response is released; the policy's message is."""
+        target = self.released_position
+        removed = self.retreat(trajectory, target)
+        if reason == "scorer_error":
+            self.record("scorer_error", trajectory, target, removed_text=removed, detail=f"fail_closed: {error}")
+        else:
+            self.record("halt", trajectory, target, removed_text=removed, detail=action.message)
+        released = self.holdback.append(action.message) if action.message else ""
+        self._mark_first_release(released)
+        self.error = error if error is not None else self.error
+        return Decision(action, released, target=target, removed_text=removed, stop=reason)
+
+    def _on_scorer_error(self, trajectory: Trajectory, check: Check, exc: ScorerError) -> Decision:
+        self._trigger = _Trigger()
+        if self.policy.on_scorer_error == "fail_open":
+            self.record("scorer_error", trajectory, trajectory.end, detail=f"fail_open: released unchecked: {exc}")
+            self.estimator.update(check.position, Assessment(risk=0.0))
+            return self._passed(trajectory, check, Continue())
+        halt = Halt(message=self.policy.halt_message, to_position=self.released_position)
+        return self.halt(trajectory, halt, "scorer_error", error=str(exc))
+
+    # -- release ----------------------------------------------------------------------------------
+    def _release_target(self) -> int:
+        passed = self.estimator.safe_positions()
+        lag = self.policy.holdback_checkpoints
+        return passed[-1 - lag] if len(passed) > lag else 0
+
+    def release(self, trajectory: Trajectory, position: int) -> str:
+        """Release the response up to ``position`` (only what was not released yet)."""
+        if position <= self.released_position:
+            return ""
+        delta = self.holdback.release(trajectory.text(0, position))
+        self.released_position = position
+        self._mark_first_release(delta)
+        return delta
+
+    def count_scorer_call(self, inputs: int, seconds: float) -> None:
+        self.usage.scorer_calls += 1
+        self.usage.scored_texts += inputs
+        self.timings.scorer_s += seconds
+
+    def _mark_first_release(self, delta: str) -> None:
+        if delta and self.timings.first_release_s is None:
+            self.timings.first_release_s = time.perf_counter() - self._start
+
+    # -- events and result ------------------------------------------------------------------------
+    def record(self, kind: EventKind, trajectory: Trajectory, position: int, *, removed_text: str = "",
+               detail: str = "", unmeasured: bool = False) -> None:
+        """Record an intervention at ``position`` (with what the last measurement said, unless ``unmeasured``:
+        no measurement triggered it, e.g. an upstream failure) and tell the observers."""
+        trigger = _Trigger() if unmeasured else self._trigger
+        event = intervention_event(
+            kind, trigger.state, trigger.window, position=trajectory.tokens_at(position),
+            checkpoint=self.checkpoint_count, removed_text=removed_text, detail=detail,
+            time_s=time.perf_counter() - self._start,
+        )
+        self.events.append(event)
+        for observer in self.observers:
+            observer(event)
+
+    def finish(self, reason: StopReason, *, completion_tokens: int, attempts: Sequence[UpstreamAttempt] = (),
+               error: str | None = None) -> GenerationResult:
+        """The result (once: later calls return the first one)."""
+        if self.result is None:
+            self.usage.completion_tokens = completion_tokens
+            self.timings.total_s = time.perf_counter() - self._start
+            self.result = GenerationResult(
+                text=self.holdback.released, stop_reason=reason, events=self.events, trace=self.trace,
+                usage=self.usage, timings=self.timings, error=error if error is not None else self.error,
+                attempts=list(attempts),
+            )
+        return self.result
+
+
+# -- measuring, for the drivers -------------------------------------------------------------------
+def measure(core: SupervisionCore, scorer: Scorer, inputs: Sequence[Any],
+            method: Callable[[list[Any]], list[Assessment]] | None = None) -> list[Assessment] | ScorerError:
+    """Score ``inputs`` (texts, or whatever ``method`` takes) within the policy's timeout, counting the call
+    in the core's usage and timings; a failure comes back as the :class:`ScorerError` it stands for."""
+    started = time.perf_counter()
+    try:
+        return assess_checked(scorer, inputs, core.policy.scorer_timeout_s, method)
+    except ScorerError as exc:
+        return exc
+    finally:
+        core.count_scorer_call(len(inputs), time.perf_counter() - started)
+
+
+async def ameasure(core: SupervisionCore, scorer: Scorer, texts: Sequence[str]) -> list[Assessment] | ScorerError:
+    """Async twin of :func:`measure` (the scorer's ``aassess``)."""
+    started = time.perf_counter()
+    try:
+        return await aassess_checked(scorer, texts, core.policy.scorer_timeout_s)
+    except ScorerError as exc:
+        return exc
+    finally:
+        core.count_scorer_call(len(texts), time.perf_counter() - started)
