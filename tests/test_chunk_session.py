@@ -1,4 +1,5 @@
-"""Chunk-level control (hosted primaries) on a scripted stream: release, rollback, logit_bias, faults, async."""
+"""The chunk engine on a scripted stream: what only it does (logit_bias bans, upstream faults, attempts,
+async close). The policy's contract for both engines is in test_contract.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from supervisor import Policy
 from supervisor.chunk_session import arun_chunked, chunk_session, run_chunked
 from supervisor.errors import UpstreamError, UpstreamFault
 from supervisor.primaries.chunk import Attempt, ChunkPrimary, UpstreamDelta
-from tests.helpers import FailingScorer, KeywordScorer
+from tests.helpers import KeywordScorer
 
 SAFE = "The weather is mild today and the park is open for everyone to enjoy a quiet walk."
 
@@ -85,24 +86,6 @@ def run(primary: ScriptedChunkPrimary, scorer: Any, policy: Policy = POLICY, max
     return released, session.result
 
 
-def test_safe_answer_is_released_whole_and_only_behind_checkpoints() -> None:
-    primary = ScriptedChunkPrimary([SAFE])
-    scorer = KeywordScorer()
-    session = chunk_session(primary, {}, POLICY, max_tokens=200)
-    seen_by_scorer = ""
-    released = ""
-    for delta in run_chunked(session, primary, {}, scorer):
-        released += delta
-        seen_by_scorer = max((t for call in scorer.calls for t in call), key=len, default="")
-        # everything released so far was inside some window the scorer saw, in order
-        assert all(any(piece in t for call in scorer.calls for t in call) for piece in re.findall(r"\S+", delta))
-    assert released == SAFE
-    assert session.result is not None and session.result.text == SAFE
-    assert session.result.stop_reason == "stop" and not session.result.events
-    assert session.result.attempts[0].prompt_tokens == 10
-    assert seen_by_scorer
-
-
 def test_unsafe_continuation_is_rolled_back_and_banned_through_logit_bias() -> None:
     first = "The weather is mild today and then bad bad bad bad words pour out of it."
     primary = ScriptedChunkPrimary([first, " and the park is open for everyone."])
@@ -120,17 +103,6 @@ def test_unsafe_continuation_is_rolled_back_and_banned_through_logit_bias() -> N
     assert banned and all(retry.logit_bias.get(i) == -100 for i in banned)
     assert retry.temperature_boost > 0
     assert len(result.attempts) == 2 and result.attempts[1].logit_bias_entries == len(retry.logit_bias)
-
-
-def test_escalation_ends_in_halt_with_the_policy_message() -> None:
-    policy = Policy(checkpoint_every=4, window_tokens=8, max_rollbacks=2, max_reprompts=1, halt_message="[stopped]")
-    primary = ScriptedChunkPrimary(["bad bad bad bad bad bad bad bad"])
-    released, result = run(primary, KeywordScorer(), policy)
-    assert "".join(released) == "[stopped]"
-    assert [e.kind for e in result.events] == ["rollback", "rollback", "reprompt", "halt"]
-    assert primary.attempts[3].instruction == policy.reprompt_instruction
-    assert result.stop_reason == "halt"
-    assert primary.closed == len(primary.attempts) == 4
 
 
 def test_upstream_fault_resumes_from_checked_text_and_nothing_unchecked_escapes() -> None:
@@ -155,14 +127,6 @@ def test_upstream_failing_beyond_the_budget_raises_with_the_released_text() -> N
     assert released and caught.value.released_text == released
     assert caught.value.result.stop_reason == "upstream_error"
     assert SAFE.startswith(released)
-
-
-def test_scorer_failure_fails_closed() -> None:
-    primary = ScriptedChunkPrimary([SAFE])
-    released, result = run(primary, FailingScorer(fail_after=1), Policy(checkpoint_every=4, halt_message="[x]"))
-    assert result.stop_reason == "scorer_error"
-    assert "".join(released).endswith("[x]") and result.text == "".join(released)
-    assert SAFE.startswith(result.text[: -len("[x]")])
 
 
 def test_max_tokens_left_shrinks_on_retries() -> None:

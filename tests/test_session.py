@@ -1,4 +1,5 @@
-"""The control loop on a scripted primary: exact control over what the 'model' writes."""
+"""The logit engine on a scripted primary: what only it does (reranking, windows over a real scorer, KV reuse,
+sampling). The policy's contract for both engines is in test_contract.py."""
 
 from __future__ import annotations
 
@@ -57,16 +58,6 @@ def test_harm_that_builds_up_is_caught_by_the_whole_response_window() -> None:
     assert any(len(texts) == 2 and len(texts[1]) > len(texts[0]) for texts in scorer.calls)
 
 
-def test_budgets_hold_and_halt_ends_cleanly() -> None:
-    primary = ScriptedPrimary("you are such a bitch " * 6, fallback=" bitch bitch bitch bitch")
-    policy = Policy(max_rollbacks=2, max_reprompts=1, halt_message="[halted]")
-    deltas, result = run_stream(Supervisor(scorer="lexical", policy=policy), primary)
-    assert result.count("rollback") == 2 and result.count("reprompt") == 1 and result.count("halt") == 1
-    assert result.stop_reason == "halt"
-    assert result.text.endswith("[halted]") and "bitch" not in result.text
-    assert "".join(deltas) == result.text
-
-
 def test_reprompt_steers_from_the_safe_checkpoint() -> None:
     primary = ScriptedPrimary("you are such a bitch, really", fallback=" I hope you have a lovely day.")
     # checkpoints at 8, 16, 24: the default scorer flags the window "you are such a bitch, re" (0.68) but
@@ -79,32 +70,12 @@ def test_reprompt_steers_from_the_safe_checkpoint() -> None:
     assert "respectful" in primary.decode(primary.context_ids)  # the instruction is in the context
 
 
-def test_scorer_error_fails_closed_by_default() -> None:
-    primary = ScriptedPrimary("a perfectly pleasant sentence about the weather today.")
-    sup = Supervisor(scorer=FailingScorer(fail_after=1), policy=Policy(halt_message="[stopped]"))
-    deltas, result = run_stream(sup, primary)
-    assert result.stop_reason == "scorer_error"
-    assert result.error and "supervisor model crashed" in result.error
-    assert result.events[-1].kind == "scorer_error" and "fail_closed" in result.events[-1].detail
-    # Only text that passed a check (none: the holdback keeps the first checkpoint) was released.
-    assert result.text == "[stopped]" and "".join(deltas) == result.text
-
-
 def test_scorer_timeout_fails_closed() -> None:
     primary = ScriptedPrimary("a perfectly pleasant sentence about the weather today.")
     sup = Supervisor(scorer=FailingScorer(fail_after=0, hang_s=1.0), policy=Policy(scorer_timeout_s=0.1))
     _, result = run_stream(sup, primary)
     assert result.stop_reason == "scorer_error"
     assert result.error and "did not answer within 0.1 s" in result.error
-
-
-def test_scorer_error_fail_open_releases_and_records() -> None:
-    script = "a perfectly pleasant sentence about the weather today."
-    sup = Supervisor(scorer=FailingScorer(fail_after=1), policy=Policy(on_scorer_error="fail_open"))
-    _, result = run_stream(sup, ScriptedPrimary(script))
-    assert result.text == script and result.stop_reason == "stop"
-    assert result.count("scorer_error") >= 1
-    assert all("fail_open" in e.detail for e in result.events)
 
 
 def test_watch_zone_reranks_candidates_in_one_batched_call() -> None:
@@ -121,28 +92,6 @@ def test_unsupervised_mode_makes_no_scorer_calls() -> None:
     scorer = ConstantScorer(0.99)
     _, result = run_stream(Supervisor(scorer=scorer), ScriptedPrimary("you are such a bitch"), supervise=False)
     assert result.text == "you are such a bitch" and scorer.calls == [] and result.events == []
-
-
-def test_observer_sees_events_as_they_happen() -> None:
-    seen = []
-    primary = ScriptedPrimary("you are such a bitch, really", fallback=" nice.")
-    result = Supervisor().generate(primary, CHAT, max_tokens=100, temperature=0.0, on_event=seen.append)
-    assert seen == result.events and seen
-
-
-def test_async_twins_match_sync() -> None:
-    primary = ScriptedPrimary("you are such a bitch, really", fallback=" nice.")
-    sup = Supervisor()
-    expected = sup.generate(primary, CHAT, max_tokens=100, temperature=0.0)
-
-    async def collect() -> tuple[str, str]:
-        stream = sup.astream(primary, CHAT, max_tokens=100, temperature=0.0)
-        text = "".join([delta async for delta in stream])
-        result = await sup.agenerate(primary, CHAT, max_tokens=100, temperature=0.0)
-        return text, result.text
-
-    streamed, generated = asyncio.run(collect())
-    assert streamed == generated == expected.text
 
 
 def test_closing_a_stream_early_keeps_what_was_released() -> None:
