@@ -9,27 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.chunk_session import ChunkSession, arun_chunked, chunk_session, run_chunked
-from supervisor.errors import ConfigError, InputError
+from supervisor.errors import InputError
 from supervisor.events import EventObserver, GenerationResult
 from supervisor.messages import validate_max_tokens, validate_messages, validate_prompt
-from supervisor.policy import Policy
+from supervisor.policy import Policy, as_policy
 from supervisor.primaries.base import LogitPrimary
 from supervisor.primaries.chunk import ChunkPrimary
 from supervisor.sampling import SamplingParams
 from supervisor.scorers import Scorer, get_scorer
 from supervisor.session import Request, Session
-
-
-def _policy(policy: Policy | str | Path | dict[str, Any] | None) -> Policy:
-    if policy is None:
-        return Policy()
-    if isinstance(policy, Policy):
-        return policy
-    if isinstance(policy, dict):
-        return Policy.from_mapping(policy)
-    if isinstance(policy, (str, Path)):
-        return Policy.from_file(policy)
-    raise ConfigError(f"policy must be a Policy, a dict or a path to a .toml/.json file, got {type(policy).__name__}")
 
 
 class _Run:
@@ -173,7 +161,7 @@ class Supervisor:
         observers: Sequence[EventObserver] = (),
     ) -> None:
         self.scorer: Scorer = get_scorer(scorer)
-        self.policy: Policy = _policy(policy)
+        self.policy: Policy = as_policy(policy)
         self.observers = list(observers)
 
     def _session(

@@ -208,3 +208,17 @@ class Policy(BaseModel):
         if set(data) == {"policy"} and isinstance(data["policy"], dict):
             data = data["policy"]
         return cls.from_mapping(data, source=f"policy file {str(path)!r}")
+
+
+def as_policy(policy: Policy | str | Path | dict[str, Any] | None) -> Policy:
+    """A :class:`Policy` from what the public API accepts: a Policy, a dict of its fields, a path to a
+    .toml/.json file, or None (the defaults)."""
+    if policy is None:
+        return Policy()
+    if isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, dict):
+        return Policy.from_mapping(policy)
+    if isinstance(policy, (str, Path)):
+        return Policy.from_file(policy)
+    raise ConfigError(f"policy must be a Policy, a dict or a path to a .toml/.json file, got {type(policy).__name__}")

@@ -131,7 +131,7 @@ def test_generate_failing_halfway_keeps_the_finished_results_and_the_old_output(
                 raise KeyboardInterrupt  # the user pressed Ctrl-C during the second prompt
             return super().reset(ids)
 
-    monkeypatch.setattr(cli, "load_primary", lambda spec: BreaksOnSecond("Hello there."))
+    monkeypatch.setattr(cli, "load_primary", lambda spec: BreaksOnSecond("Good day to you."))
     inputs = files["dir"] / "two.jsonl"
     inputs.write_text('"one"\n"two"\n"three"\n', encoding="utf-8")
     code, err = run_main(["generate", "--input", str(inputs), "--output", str(files["out"]), "--scorer", "lexical",
@@ -139,7 +139,7 @@ def test_generate_failing_halfway_keeps_the_finished_results_and_the_old_output(
     assert code == 130 and "1 of 3 results were finished" in err
     assert files["out"].read_text(encoding="utf-8") == KEPT
     partial = files["out"].with_name("out.jsonl.partial")
-    assert [json.loads(line)["text"] for line in partial.read_text(encoding="utf-8").splitlines()] == ["Hello there."]
+    assert [json.loads(line)["text"] for line in partial.read_text(encoding="utf-8").splitlines()] == ["Good day to you."]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -17,8 +17,9 @@ from supervisor.integrations.openai import supervise  # noqa: E402
 from supervisor import Policy  # noqa: E402
 from supervisor.continuation import CONTINUE_INSTRUCTION  # noqa: E402
 from supervisor.errors import InputError, UpstreamError  # noqa: E402
+from supervisor.primaries.chat_templates import chat_template_from_gguf  # noqa: E402
 from supervisor.primaries.embedded import smollm2_path  # noqa: E402
-from supervisor.primaries.openai_compatible import LlamaServerTokenizer, chat_template_from_gguf  # noqa: E402
+from supervisor.primaries.tokenizers import LlamaServerTokenizer  # noqa: E402
 from tests.helpers import KeywordScorer  # noqa: E402
 from tests.openai_servers import MODEL_ALIAS, Reply, ScriptedOpenAIServer  # noqa: E402
 
@@ -273,7 +274,8 @@ def test_a_server_that_hangs_mid_stream_times_out_and_is_resumed() -> None:
 
 
 def test_tiktoken_vocabularies_load_offline_from_the_wheel(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from supervisor.primaries.openai_compatible import OpenAICompatiblePrimary, tiktoken_encoding
+    from supervisor.primaries.openai_compatible import OpenAICompatiblePrimary
+    from supervisor.primaries.tokenizers import tiktoken_encoding
 
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     tiktoken_encoding.cache_clear()

@@ -14,12 +14,12 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import Any
 
-from supervisor.integrations.openai import GuardedResource
+from supervisor.integrations.openai.client import GuardedResource
 
 from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession, arun_chunked, chunk_session, run_chunked
 from supervisor.errors import InputError
 from supervisor.events import GenerationResult
-from supervisor.primaries.openai_compatible import OpenAIResponsesPrimary, ResponsesRequest
+from supervisor.primaries.openai_responses import OpenAIResponsesPrimary, ResponsesRequest
 
 
 def _checked(kwargs: dict[str, Any]) -> dict[str, Any]:

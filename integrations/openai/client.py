@@ -1,22 +1,4 @@
-"""A drop-in wrapper around the OpenAI client: same calls, same return types, supervised text.
-
-```python
-from openai import OpenAI
-from supervisor.integrations.openai import supervise
-
-client = supervise(OpenAI(), scorer="lexical")
-for chunk in client.chat.completions.create(model="gpt-4o-mini", messages=[...], stream=True):
-    print(chunk.choices[0].delta.content or "", end="")
-```
-
-``chat.completions.create`` (sync and async, ``stream=True`` or not) and ``responses.create`` are
-supervised at chunk level (see :mod:`supervisor.chunk_session`); every other attribute of the
-client passes through untouched. The upstream request is always streamed, so that the supervisor
-can abort it; the caller receives real ``ChatCompletionChunk`` / ``ChatCompletion`` objects that
-carry only released (checked) text. What the supervisor did is on ``.supervision`` (a
-:class:`~supervisor.events.GenerationResult`: events, attempts, usage) of the ``ChatCompletion``, of
-the last streamed chunk, and of the stream object; ``on_event`` is called for each intervention.
-"""
+"""The supervised OpenAI client: ``supervise()``, chat completions (sync and async, streamed or not)."""
 
 from __future__ import annotations
 
@@ -26,7 +8,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, 
 from pathlib import Path
 from typing import Any
 
-from supervisor.api import _policy
 from supervisor.chunk_session import (
     UNLIMITED_TOKENS,
     ChunkSession,
@@ -37,13 +18,9 @@ from supervisor.chunk_session import (
 )
 from supervisor.errors import InputError
 from supervisor.events import EventObserver, GenerationResult
-from supervisor.policy import Policy
+from supervisor.policy import Policy, as_policy
 from supervisor.primaries.openai_compatible import ChatRequest, Continuation, OpenAICompatiblePrimary
 from supervisor.scorers import Scorer, get_scorer
-
-__all__ = ["supervise", "SupervisedOpenAI", "AsyncSupervisedOpenAI", "SupervisedChatStream",
-           "AsyncSupervisedChatStream"]
-
 
 
 def supervise(
@@ -63,7 +40,7 @@ def supervise(
     """
     import openai
 
-    settings = _Settings(get_scorer(scorer), _policy(policy), on_event)
+    settings = _Settings(get_scorer(scorer), as_policy(policy), on_event)
     if isinstance(client, openai.AsyncOpenAI):
         primary = OpenAICompatiblePrimary(async_client=client, continuation=continuation,
                                           chat_template=chat_template, tokenizer=tokenizer)
@@ -312,7 +289,7 @@ class SupervisedOpenAI(_Passthrough):
         self._primary = primary
         self._settings = settings
         self.chat = _SupervisedChat(client.chat, primary, settings)
-        from supervisor.integrations.openai_responses import SupervisedResponses
+        from supervisor.integrations.openai.responses import SupervisedResponses
 
         self.responses = SupervisedResponses(client.responses, settings, client)
 
@@ -323,8 +300,7 @@ class SupervisedOpenAI(_Passthrough):
 
     def with_options(self, **options: Any) -> SupervisedOpenAI:
         client = self._target.with_options(**options)
-        primary = OpenAICompatiblePrimary(client, continuation=self._primary.continuation,
-                                          chat_template=self._primary._render, tokenizer=self._primary._tokenizer_spec)
+        primary = self._primary.with_clients(client)
         return SupervisedOpenAI(client, primary, self._settings)
 
 
@@ -403,7 +379,7 @@ class AsyncSupervisedOpenAI(_Passthrough):
         self._primary = primary
         self._settings = settings
         self.chat = _AsyncSupervisedChat(client.chat, primary, settings)
-        from supervisor.integrations.openai_responses import AsyncSupervisedResponses
+        from supervisor.integrations.openai.responses import AsyncSupervisedResponses
 
         self.responses = AsyncSupervisedResponses(client.responses, settings, client)
 
@@ -413,6 +389,5 @@ class AsyncSupervisedOpenAI(_Passthrough):
 
     def with_options(self, **options: Any) -> AsyncSupervisedOpenAI:
         client = self._target.with_options(**options)
-        primary = OpenAICompatiblePrimary(async_client=client, continuation=self._primary.continuation,
-                                          chat_template=self._primary._render, tokenizer=self._primary._tokenizer_spec)
+        primary = self._primary.with_clients(async_client=client)
         return AsyncSupervisedOpenAI(client, primary, self._settings)

@@ -1,0 +1,196 @@
+"""SupervisedChatModel: a LangChain chat model whose answers are supervised (chunk control over any chat
+model, full logit control over a local primary)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks.manager import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models.chat_models import BaseChatModel, generate_from_stream
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field, PrivateAttr
+from supervisor.integrations.langchain.primary import LangChainPrimary, LangChainRequest
+
+from supervisor.api import Supervisor
+from supervisor.chunk_session import (
+    UNLIMITED_TOKENS,
+    ChunkSession,
+    arun_chunked,
+    chunk_session,
+    finish_reason,
+    run_chunked,
+)
+from supervisor.errors import InputError
+from supervisor.events import GenerationResult
+from supervisor.messages import Message
+from supervisor.primaries.base import LogitPrimary
+
+
+def _as_messages(messages: Sequence[BaseMessage]) -> list[Message]:
+    roles = {"human": "user", "ai": "assistant", "system": "system"}
+    out: list[Message] = []
+    for index, message in enumerate(messages):
+        role = roles.get(message.type)
+        if role is None or not isinstance(message.content, str):
+            raise InputError(
+                f"messages[{index}] is a {type(message).__name__}; a local primary takes system, human and ai "
+                "messages with text content"
+            )
+        out.append({"role": role, "content": message.content})  # type: ignore[typeddict-item]
+    return out
+
+
+def _local_arguments(stop: list[str] | None, kwargs: dict[str, Any]) -> None:
+    unknown = sorted(set(kwargs) - {"max_tokens", "temperature"})
+    if stop or unknown:
+        given = (["stop"] if stop else []) + unknown
+        raise InputError(
+            f"a local primary takes max_tokens and temperature per call, not {', '.join(given)}; "
+            "set the policy or wrap a LangChain chat model for those"
+        )
+
+
+class SupervisedChatModel(BaseChatModel):
+    """A chat model whose answers are supervised: only checked text is streamed; unsafe trajectories are
+    rolled back, re-prompted or halted per the policy. ``inner`` is any LangChain chat model or a local
+    primary from :func:`supervisor.load_primary`."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    inner: Any = Field(description="The supervised model: a BaseChatModel, or a local primary (LogitPrimary).")
+    scorer: Any = Field(default=None, description="Scorer name or object (default: lexical).")
+    policy: Any = Field(default=None, description="Policy, dict of its fields, or path to a TOML/JSON file.")
+    max_tokens: int = Field(default=256, description="Answer length for local primaries.")
+    temperature: float = Field(default=0.7, description="Sampling temperature for local primaries.")
+    on_event: Any = Field(default=None, description="Called with each InterventionEvent.")
+
+    _supervisor: Supervisor = PrivateAttr()
+    _primary: LangChainPrimary | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any) -> None:
+        if not isinstance(self.inner, (BaseChatModel, LogitPrimary)):
+            raise InputError(
+                f"inner must be a LangChain BaseChatModel or a local primary from supervisor.load_primary(), "
+                f"got {type(self.inner).__name__}"
+            )
+        observers = [self.on_event] if self.on_event else []
+        self._supervisor = Supervisor(scorer=self.scorer, policy=self.policy, observers=observers)
+        if isinstance(self.inner, BaseChatModel):
+            self._primary = LangChainPrimary(self.inner)
+
+    @property
+    def _llm_type(self) -> str:
+        return "supervised-chat-model"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        inner = self.inner
+        return {"inner": getattr(inner, "_llm_type", None) or getattr(inner, "name", type(inner).__name__),
+                "scorer": self._supervisor.scorer.name}
+
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Any:
+        if not isinstance(self.inner, BaseChatModel):
+            raise InputError("tools need a LangChain inner model; a local primary has no tool calling")
+        bound = self.inner.bind_tools(tools, tool_choice=tool_choice, **kwargs)
+        return self.bind(**bound.kwargs)  # type: ignore[attr-defined]
+
+    # -- the stream ---------------------------------------------------------------------------------
+    def _session(self, request: LangChainRequest) -> ChunkSession:
+        assert self._primary is not None
+        return chunk_session(self._primary, request, self._supervisor.policy, max_tokens=UNLIMITED_TOKENS,
+                             observers=self._supervisor.observers)
+
+    def _final_chunk(self, result: GenerationResult | None, request: LangChainRequest | None) -> ChatGenerationChunk:
+        metadata: dict[str, Any] = {"supervision": result.model_dump(mode="json") if result else None}
+        usage = None
+        tool_call_chunks: list[Any] = []
+        if result is not None:
+            if request is not None:
+                tool_call_chunks = list(request.tool_call_chunks)
+                for key in ("model_name", "system_fingerprint"):
+                    if key in request.response_metadata:
+                        metadata[key] = request.response_metadata[key]
+            metadata["finish_reason"] = finish_reason(result, tool_calls=bool(tool_call_chunks))
+            prompt, completion = result.usage.prompt_tokens, result.usage.generated_tokens
+            usage = {"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion}
+        message = AIMessageChunk(content="", response_metadata=metadata, usage_metadata=usage,
+                                 tool_call_chunks=tool_call_chunks, chunk_position="last")
+        return ChatGenerationChunk(message=message)
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        if isinstance(self.inner, LogitPrimary):
+            _local_arguments(stop, kwargs)
+            stream = self._supervisor.stream(self.inner, _as_messages(messages),
+                                             max_tokens=kwargs.pop("max_tokens", self.max_tokens),
+                                             temperature=kwargs.pop("temperature", self.temperature))
+            with stream:
+                for text in stream:
+                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                    if run_manager:
+                        run_manager.on_llm_new_token(text, chunk=chunk)
+                    yield chunk
+            yield self._final_chunk(stream.result, None)
+            return
+        assert self._primary is not None
+        request = LangChainRequest(list(messages), stop, kwargs)
+        session = self._session(request)
+        texts = run_chunked(session, self._primary, request, self._supervisor.scorer)
+        try:
+            for text in texts:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                if run_manager:
+                    run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
+        finally:
+            texts.close()
+        yield self._final_chunk(session.result, request)
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        if isinstance(self.inner, LogitPrimary):
+            _local_arguments(stop, kwargs)
+            stream = self._supervisor.astream(self.inner, _as_messages(messages),
+                                              max_tokens=kwargs.pop("max_tokens", self.max_tokens),
+                                              temperature=kwargs.pop("temperature", self.temperature))
+            async with stream:
+                async for text in stream:
+                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                    if run_manager:
+                        await run_manager.on_llm_new_token(text, chunk=chunk)
+                    yield chunk
+            yield self._final_chunk(stream.result, None)
+            return
+        assert self._primary is not None
+        request = LangChainRequest(list(messages), stop, kwargs)
+        session = self._session(request)
+        texts = arun_chunked(session, self._primary, request, self._supervisor.scorer)
+        try:
+            async for text in texts:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                if run_manager:
+                    await run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
+        finally:
+            await texts.aclose()
+        yield self._final_chunk(session.result, request)
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        return generate_from_stream(self._stream(messages, stop=stop, run_manager=run_manager, **kwargs))
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        chunks = [chunk async for chunk in self._astream(messages, stop=stop, run_manager=run_manager, **kwargs)]
+        merged = chunks[0]
+        for chunk in chunks[1:]:
+            merged += chunk
+        message = merged.message
+        return ChatResult(generations=[ChatGeneration(
+            message=AIMessage(content=message.content, response_metadata=message.response_metadata,
+                              usage_metadata=getattr(message, "usage_metadata", None),
+                              tool_calls=getattr(message, "tool_calls", []), id=message.id),
+        )])

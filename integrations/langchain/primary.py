@@ -1,0 +1,133 @@
+"""Any LangChain chat model as a chunk-controlled primary (the chunk engine drives it)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
+
+from supervisor.continuation import CONTINUE_INSTRUCTION, ContinuationFilter
+from supervisor.primaries.chunk import Attempt, ChunkPrimary, UpstreamDelta
+from supervisor.primaries.hosted import upstream_faults
+
+
+@dataclass
+class LangChainRequest:
+    """One call of the wrapped model: its messages, stop words and keyword arguments (tools, ...)."""
+
+    messages: list[BaseMessage]
+    stop: list[str] | None
+    kwargs: dict[str, Any]
+    tool_call_chunks: list[Any] = field(default_factory=list)
+    response_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_chat_openai(model: Any) -> bool:
+    return type(model).__name__ in ("ChatOpenAI", "AzureChatOpenAI") and hasattr(model, "root_client")
+
+
+class LangChainPrimary(ChunkPrimary):
+    """Any LangChain chat model as a chunk-controlled primary (instruction continuation; logit_bias and
+    the model's tokenizer when it is ``ChatOpenAI``)."""
+
+    def __init__(self, model: BaseChatModel) -> None:
+        self.model = model
+        self.name = f"langchain:{type(model).__name__}"
+        self._openai: Any = None
+        if _is_chat_openai(model):
+            from supervisor.primaries.openai_compatible import OpenAICompatiblePrimary
+
+            self._openai = OpenAICompatiblePrimary(model.root_client, getattr(model, "model_name", None),  # type: ignore[attr-defined]
+                                                   async_client=model.root_async_client)  # type: ignore[attr-defined]
+
+    def tokenizer(self, request: Any) -> Callable[[str], list[int]] | None:
+        return self._openai.tokenizer({}) if self._openai is not None else None
+
+    def token_counter(self, request: Any) -> Callable[[str], int]:
+        return self._openai.token_counter({}) if self._openai is not None else super().token_counter(request)
+
+    def _call(self, request: LangChainRequest, attempt: Attempt) -> tuple[list[BaseMessage], dict[str, Any]]:
+        messages = list(request.messages)
+        if attempt.instruction:
+            if messages and isinstance(messages[0], SystemMessage) and isinstance(messages[0].content, str):
+                messages[0] = SystemMessage(content=f"{messages[0].content}\n\n{attempt.instruction}")
+            else:
+                messages.insert(0, SystemMessage(content=attempt.instruction))
+        if attempt.prefix:
+            messages += [AIMessage(content=attempt.prefix), HumanMessage(content=CONTINUE_INSTRUCTION)]
+        kwargs = dict(request.kwargs)
+        if self._openai is not None and attempt.index > 0:
+            if attempt.logit_bias:
+                kwargs["logit_bias"] = {str(k): v for k, v in attempt.logit_bias.items()}
+            if attempt.temperature_boost:
+                base = getattr(self.model, "temperature", None)
+                kwargs["temperature"] = min(2.0, (base if base is not None else 1.0) + attempt.temperature_boost)
+        return messages, kwargs
+
+    def _delta(self, chunk: AIMessageChunk, request: LangChainRequest) -> UpstreamDelta:
+        if chunk.tool_call_chunks:
+            request.tool_call_chunks.extend(chunk.tool_call_chunks)
+        request.response_metadata.update({k: v for k, v in chunk.response_metadata.items() if v is not None})
+        usage = chunk.usage_metadata
+        return UpstreamDelta(
+            text=chunk.text if isinstance(chunk.content, (str, list)) else "",
+            finish_reason=chunk.response_metadata.get("finish_reason"),
+            prompt_tokens=usage.get("input_tokens") if usage else None,
+            completion_tokens=usage.get("output_tokens") if usage else None,
+        )
+
+    @contextmanager
+    def open(self, request: Any, attempt: Attempt) -> Iterator[Iterator[UpstreamDelta]]:
+        assert isinstance(request, LangChainRequest)
+        request.tool_call_chunks.clear()
+        messages, kwargs = self._call(request, attempt)
+        continuation = ContinuationFilter(attempt.prefix)
+        chunks = self.model.stream(messages, stop=request.stop, **kwargs)
+
+        def deltas() -> Iterator[UpstreamDelta]:
+            finished = False
+            with upstream_faults():
+                for chunk in chunks:
+                    delta = continuation.apply(self._delta(chunk, request))
+                    finished = finished or delta.finish_reason is not None
+                    yield delta
+            # a LangChain stream simply ends: that is a normal finish unless the model said otherwise
+            end = continuation.flush(finish_reason=None if finished else "stop")
+            if end is not None:
+                yield end
+
+        try:
+            yield deltas()
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    @asynccontextmanager
+    async def aopen(self, request: Any, attempt: Attempt) -> AsyncIterator[AsyncIterator[UpstreamDelta]]:
+        assert isinstance(request, LangChainRequest)
+        request.tool_call_chunks.clear()
+        messages, kwargs = self._call(request, attempt)
+        continuation = ContinuationFilter(attempt.prefix)
+        chunks = self.model.astream(messages, stop=request.stop, **kwargs)
+
+        async def deltas() -> AsyncIterator[UpstreamDelta]:
+            finished = False
+            with upstream_faults():
+                async for chunk in chunks:
+                    delta = continuation.apply(self._delta(chunk, request))
+                    finished = finished or delta.finish_reason is not None
+                    yield delta
+            # a LangChain stream simply ends: that is a normal finish unless the model said otherwise
+            end = continuation.flush(finish_reason=None if finished else "stop")
+            if end is not None:
+                yield end
+
+        try:
+            yield deltas()
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
