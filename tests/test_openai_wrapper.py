@@ -27,7 +27,8 @@ pytestmark = pytest.mark.integration
 
 RAINBOW = [{"role": "user", "content": "List the seven colors of the rainbow, separated by commas."}]
 GREEDY: dict[str, Any] = {"model": MODEL_ALIAS, "temperature": 0.0, "seed": 1, "max_tokens": 40}
-FAST = Policy(upstream_backoff_s=0.0, checkpoint_every=4, window_tokens=8)
+# first_checkpoint_tokens=4: checkpoints every 4 tokens from the start, where the scripted retries resume
+FAST = Policy(upstream_backoff_s=0.0, checkpoint_every=4, first_checkpoint_tokens=4, window_tokens=8)
 
 
 def client(url: str) -> Any:

@@ -39,7 +39,8 @@ def test_generation_measures_from_hidden_states_without_extra_forward(tiny_model
     primary = load_primary(str(tiny_model_dir))
     probe = StateProbeScorer(primary, probe_file)
     assert primary.probe_layer == probe.layer
-    policy = Policy(watch_threshold=0.999, act_threshold=0.999)  # measure only: no rerank, no rollback
+    # measure only: no rerank (no forecast into the watch zone either), no rollback
+    policy = Policy(watch_threshold=0.999, act_threshold=0.999, forecast_horizon=0.0)
     with recorded_forward_shapes(primary.model) as shapes:
         result = Supervisor(scorer=probe, policy=policy).generate(
             primary, [{"role": "user", "content": "hello there"}], max_tokens=30, seed=0, temperature=1.0)
