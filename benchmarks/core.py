@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
 
     primary = load_primary(args.primary)
     supervisors = {name: Supervisor(scorer=name) for name in names}
+    for supervisor in supervisors.values():  # load the scorers' models before anything is timed
+        supervisor.scorer.assess(["warm up"])
     seeds = list(range(args.seeds))
     benign = bundled_prompts("benign")[: 10 if args.quick else None]
     sets = {"demo": bundled_prompts("demo"), "toxic": bundled_prompts("toxic")[: args.toxic], "benign": benign}

@@ -14,6 +14,7 @@ chunk engine); the trajectory maps them to token counts, which drive the cadence
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -120,6 +121,7 @@ class SupervisionCore:
         self.error: str | None = None
         self._trigger = _Trigger()
         self._start = time.perf_counter()
+        self._count_lock = threading.Lock()
 
     def start(self) -> None:
         self._start = time.perf_counter()
@@ -203,7 +205,7 @@ class SupervisionCore:
         entering_watch = isinstance(action, Bias) and self.bias_strength == 0
         self.bias_strength = action.strength if isinstance(action, Bias) else 0.0
         if entering_watch:
-            self.record("bias", trajectory, trajectory.end, detail=(
+            self.record("bias", trajectory, check.position, detail=(
                 f"rerank top-{self.policy.rerank_top_k} candidates" if self.can_steer
                 else "watch zone: text held back until the state recovers (no logit access)"))
         if check.final:
@@ -246,7 +248,7 @@ class SupervisionCore:
     def _on_scorer_error(self, trajectory: Trajectory, check: Check, exc: ScorerError) -> Decision:
         self._trigger = _Trigger()
         if self.policy.on_scorer_error == "fail_open":
-            self.record("scorer_error", trajectory, trajectory.end, detail=f"fail_open: released unchecked: {exc}")
+            self.record("scorer_error", trajectory, check.position, detail=f"fail_open: released unchecked: {exc}")
             self.estimator.update(check.position, Assessment(risk=0.0))
             return self._passed(trajectory, check, Continue())
         halt = Halt(message=self.policy.halt_message, to_position=self.released_position)
@@ -268,9 +270,10 @@ class SupervisionCore:
         return delta
 
     def count_scorer_call(self, inputs: int, seconds: float) -> None:
-        self.usage.scorer_calls += 1
-        self.usage.scored_texts += inputs
-        self.timings.scorer_s += seconds
+        with self._count_lock:  # a check scored ahead on a worker and a rerank call can finish at once
+            self.usage.scorer_calls += 1
+            self.usage.scored_texts += inputs
+            self.timings.scorer_s += seconds
 
     def _mark_first_release(self, delta: str) -> None:
         if delta and self.timings.first_release_s is None:

@@ -55,7 +55,11 @@ class Timings(BaseModel):
     total_s: float = 0.0
     first_release_s: float | None = Field(default=None, description="Seconds until the first released text.")
     primary_s: float = Field(default=0.0, description="Seconds spent in the primary (prefill, decode, rollback).")
-    scorer_s: float = Field(default=0.0, description="Seconds spent waiting for the scorer.")
+    scorer_s: float = Field(default=0.0, description="Seconds the scorer took, summed over its calls.")
+    scorer_wait_s: float = Field(
+        default=0.0,
+        description="Local primaries with score_ahead: seconds decoding stood still for a check scored ahead.",
+    )
 
 
 class UpstreamAttempt(BaseModel):

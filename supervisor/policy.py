@@ -105,6 +105,17 @@ class Policy(BaseModel):
             "of the generation, so the retry does not walk straight back into the same words."
         ),
     )
+    score_ahead: bool = Field(
+        default=False,
+        description=(
+            "Local primaries: keep decoding while a checkpoint is scored (on a worker thread), and take the "
+            "decision at the next checkpoint at the latest; a rollback discards what was decoded meanwhile. Nothing "
+            "is released before its check passed, and decisions fall at fixed token positions, so a seed still "
+            "reproduces a generation. Off by default: on 2 CPU cores shared by the model and the scorer it saved "
+            "2% of the time and delayed the first text by 0.03 s (benchmarks/latency.py); turn it on where the "
+            "scorer has its own cores or device."
+        ),
+    )
     retry_temperature_boost: float = Field(
         default=0.2, ge=0.0, le=2.0,
         description="Added to the temperature for the chunk regenerated after a rollback, so the retry differs.",

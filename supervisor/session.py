@@ -12,19 +12,22 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from supervisor.actions import Reprompt, Rollback
+from supervisor.assessment import Assessment
 from supervisor.core import Check, Decision, SupervisionCore, measure
+from supervisor.errors import ScorerError
 from supervisor.events import EventObserver, GenerationResult, StopReason
 from supervisor.messages import Message, with_instruction
 from supervisor.policy import Policy
 from supervisor.primaries.base import LogitPrimary
 from supervisor.sampling import SamplingParams, sample
-from supervisor.scorers.base import HiddenStateScorer, Scorer
+from supervisor.scorers.base import HiddenStateScorer, Scorer, in_own_thread
 
 _CONTENT_TOKEN = re.compile(r"^\s*[A-Za-z]{3,}\s*$")
 
@@ -95,6 +98,8 @@ class Session:
         self._boost_until = -1
         self._stop: StopReason | None = None
         self._cancelled = False
+        self._ahead: tuple[Check, Future[list[Assessment] | ScorerError]] | None = None
+        self._ahead_until = 0
 
     @property
     def result(self) -> GenerationResult | None:
@@ -128,6 +133,12 @@ class Session:
             if not finished:
                 token = self._choose(logits, token_position)
                 finished = token in self.primary.eos_token_ids
+            if finished and self._ahead is not None:
+                decision = self._settle()  # the check still being scored comes first
+                yield from self._released(decision.released)
+                if decision.target is not None:
+                    logits = self._act(decision)
+                continue
             if finished:
                 reason: StopReason = "length" if token_position >= self.request.max_tokens else "stop"
                 check = core.due(response, final=True) if self.supervise else None
@@ -148,12 +159,25 @@ class Session:
             if not self.supervise:
                 yield from self._released(core.release(response, response.end))
                 continue
-            check = core.due(response)
-            if check is not None:
-                decision = self._check(check)
+            if self._ahead is not None:
+                if response.end < self._ahead_until:
+                    continue  # decode on while the check is scored
+                decision = self._settle()
                 yield from self._released(decision.released)
                 if decision.target is not None:
                     logits = self._act(decision)
+                    continue
+            check = core.due(response)
+            if check is None:
+                continue
+            if self._scores_ahead():
+                self._ahead = (check, in_own_thread(self._measure_texts, self._texts(check)))
+                self._ahead_until = check.position + core.cadence()
+                continue
+            decision = self._check(check)
+            yield from self._released(decision.released)
+            if decision.target is not None:
+                logits = self._act(decision)
 
     @staticmethod
     def _released(delta: str) -> Iterator[str]:
@@ -208,18 +232,39 @@ class Session:
         return logits
 
     # -- measurement ------------------------------------------------------------------------------
+    def _reads_hidden_states(self) -> bool:
+        return isinstance(self.scorer, HiddenStateScorer) and self.scorer.reads(self.primary)
+
+    def _scores_ahead(self) -> bool:
+        # The state probe reads the primary's own states, which decoding changes: it is measured in place.
+        return self.policy.score_ahead and not self._reads_hidden_states()
+
+    def _texts(self, check: Check) -> list[str]:
+        return [self.primary.decode(self.response.ids[start:end]) for start, end in check.spans]
+
+    def _measure_texts(self, texts: list[str]) -> list[Assessment] | ScorerError:
+        return measure(self.core, self.scorer, texts)
+
     def _check(self, check: Check) -> Decision:
-        """Measure the check's spans: from the primary's own hidden states when the scorer reads them (no
+        """Measure the check's spans now: from the primary's own hidden states when the scorer reads them (no
         extra forward pass), else from their decoded text."""
-        ids = self.response.ids
         if isinstance(self.scorer, HiddenStateScorer) and self.scorer.reads(self.primary):
             offset = len(self._prompt_ids)
             # an empty response is measured by the state after the prompt (its last token)
             context = [(offset + start - (end == start), offset + end) for start, end in check.spans]
             outcome = measure(self.core, self.scorer, context, self.scorer.assess_context)
         else:
-            outcome = measure(self.core, self.scorer, [self.primary.decode(ids[start:end])
-                                                       for start, end in check.spans])
+            outcome = self._measure_texts(self._texts(check))
+        return self.core.resolve(self.response, check, outcome)
+
+    def _settle(self) -> Decision:
+        """The decision on the check that was scored ahead (waiting for the scorer if it is not done yet)."""
+        assert self._ahead is not None
+        check, future = self._ahead
+        self._ahead = None
+        started = time.perf_counter()
+        outcome = future.result()
+        self.core.timings.scorer_wait_s += time.perf_counter() - started
         return self.core.resolve(self.response, check, outcome)
 
     # -- actions ----------------------------------------------------------------------------------

@@ -57,29 +57,39 @@ class CharChunkPrimary(ChunkPrimary):
         yield deltas()
 
 
+class Counted:
+    """Counts the calls of the scorer it wraps."""
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer, self.name, self.calls = scorer, scorer.name, 0
+
+    def assess(self, texts: Any) -> Any:
+        self.calls += 1
+        return self.scorer.assess(texts)
+
+    async def aassess(self, texts: Any) -> Any:
+        self.calls += 1
+        return await self.scorer.aassess(texts)
+
+
 def run(engine: str, script: str, scorer: Scorer, policy: Policy, *, fallback: str = " all good.",
         max_tokens: int = 200) -> tuple[list[str], GenerationResult, list[int]]:
     """Released deltas, the result, and how many scorer calls had been made when each delta was released."""
-    sup = Supervisor(scorer=scorer, policy=policy)
-    calls: list[int] = []
+    counted = Counted(scorer)
+    sup = Supervisor(scorer=counted, policy=policy)  # type: ignore[arg-type]
     if engine == "logit":
         stream = sup.stream(ScriptedPrimary(script, fallback=fallback), prompt="Go.", max_tokens=max_tokens,
                             temperature=0.0)
     else:
         stream = sup.stream(CharChunkPrimary(script, fallback), [{"role": "user", "content": "Go."}],
                             max_tokens=max_tokens)
-    deltas = []
+    deltas, calls = [], []
     for delta in stream:
         deltas.append(delta)
-        calls.append(stream.result.usage.scorer_calls if stream.result else _calls(stream))
+        calls.append(counted.calls)
     assert stream.result is not None
     assert "".join(deltas) == stream.result.text
     return deltas, stream.result, calls
-
-
-def _calls(stream: Any) -> int:
-    session = stream._run.session
-    return int(session.core.usage.scorer_calls)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

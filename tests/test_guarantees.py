@@ -121,6 +121,8 @@ def policies(draw: st.DrawFn) -> Policy:
         max_reprompts=draw(st.integers(0, 1)),
         max_upstream_retries=draw(st.integers(0, 2)),
         upstream_backoff_s=0.0,
+        first_checkpoint_tokens=draw(st.integers(1, 16)),
+        score_ahead=draw(st.booleans()),
     )
 
 
