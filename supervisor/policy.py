@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -186,14 +186,7 @@ class Policy(BaseModel):
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], *, source: str = "policy") -> Policy:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-            )
-            accepted = ", ".join(cls.model_fields)
-            raise ConfigError(f"invalid {source}: {problems}. Accepted keys: {accepted}") from exc
+        return validated(cls, data, source)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Policy:
@@ -233,3 +226,19 @@ def as_policy(policy: Policy | str | Path | dict[str, Any] | None) -> Policy:
     if isinstance(policy, (str, Path)):
         return Policy.from_file(policy)
     raise ConfigError(f"policy must be a Policy, a dict or a path to a .toml/.json file, got {type(policy).__name__}")
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def validated(model: type[_Model], data: dict[str, Any], source: str) -> _Model:
+    """``model`` built from ``data``, or a ConfigError that names ``source``, each wrong field and the accepted
+    keys (one message for every settings file the library reads)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        accepted = ", ".join(model.model_fields)
+        raise ConfigError(f"invalid {source}: {problems}. Accepted keys: {accepted}") from exc

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from supervisor.errors import ConfigError
 from supervisor.messages import MAX_TOKENS_LIMIT
+from supervisor.policy import validated
 
 Continuation = Literal["instruction", "prefill", "vllm", "completions"]
 
@@ -110,10 +111,4 @@ class GatewayConfig(Route):
 
     @classmethod
     def build(cls, data: dict[str, Any], *, source: str = "gateway config") -> GatewayConfig:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-            )
-            raise ConfigError(f"invalid {source}: {problems}. Accepted keys: {', '.join(cls.model_fields)}") from exc
+        return validated(cls, data, source)
