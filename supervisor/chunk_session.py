@@ -163,14 +163,6 @@ class ChunkSession:
         return list(self.core.events)
 
     @property
-    def usage(self) -> Any:
-        return self.core.usage
-
-    @property
-    def timings(self) -> Any:
-        return self.core.timings
-
-    @property
     def streamed_chars(self) -> int:
         """Non-zero once any response text was fed (kept characters plus discarded tokens)."""
         return self.response.end + self.core.usage.discarded_tokens
