@@ -77,11 +77,19 @@ class Reply:
     stall_s: float = 0.0
 
 
+class _LoopbackServer(ThreadingHTTPServer):
+    request_queue_size = 128  # many concurrent clients (benchmarks/serve.py)
+    daemon_threads = True
+
+
 class ScriptedOpenAIServer:
     """``/v1/chat/completions`` and ``/v1/responses`` answered from a script; records every request body."""
 
-    def __init__(self, replies: list[Reply]) -> None:
+    def __init__(self, replies: list[Reply], *, echo: int = 0, piece_delay_s: float = 0.0) -> None:
+        """``echo``: with no scripted reply left, answer with the last user message repeated ``echo`` times
+        (each client can then tell its own answer); ``piece_delay_s``: pause between streamed pieces."""
         self.replies = list(replies)
+        self.echo, self.piece_delay_s = echo, piece_delay_s
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         server = self
@@ -101,7 +109,7 @@ class ScriptedOpenAIServer:
                     return
                 with server._lock:
                     server.requests.append({"path": self.path, **body})
-                    reply = server.replies.pop(0) if server.replies else Reply(pieces=["(script ended)"])
+                    reply = server.replies.pop(0) if server.replies else server._default_reply(body)
                 if reply.status != 200:
                     payload = json.dumps({"error": {"message": f"scripted {reply.status}", "type": "test"}}).encode()
                     self.send_response(reply.status)
@@ -129,6 +137,8 @@ class ScriptedOpenAIServer:
                         self.close_connection = True
                         return
                     self._chunk(f"data: {json.dumps(event)}\n\n".encode())
+                    if server.piece_delay_s:
+                        time.sleep(server.piece_delay_s)
                 self._chunk(b"data: [DONE]\n\n")
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
@@ -138,9 +148,17 @@ class ScriptedOpenAIServer:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _LoopbackServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def _default_reply(self, body: dict[str, Any]) -> Reply:
+        if not self.echo:
+            return Reply(pieces=["(script ended)"])
+        messages = body.get("messages") or [{}]
+        last = next((m for m in reversed(messages) if m.get("role") == "user"), messages[-1])
+        words = (" ".join([str(last.get("content", ""))] * self.echo)).split(" ")
+        return Reply(pieces=[w if i == 0 else " " + w for i, w in enumerate(words)])
 
     def __enter__(self) -> ScriptedOpenAIServer:
         self.thread.start()

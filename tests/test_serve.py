@@ -217,3 +217,13 @@ def test_serve_rejects_a_bad_config_with_a_clear_error(tmp_path: Any) -> None:
     done = subprocess.run([sys.executable, "-m", "supervisor.cli", "serve", "--config", str(config)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "exactly one of upstream" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_deployment_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    monkeypatch.setenv("UPSTREAM_KEY", "from-the-environment")
+    config = GatewayConfig.from_file(Path(__file__).parent.parent / "examples" / "deploy" / "gateway.toml")
+    assert config.upstream == "http://vllm:8000/v1" and config.continuation == "vllm"
+    assert GatewayConfig.upstream_key(config) == "from-the-environment"
+    assert [t.name for t in config.tenants] == ["chat-app"]
