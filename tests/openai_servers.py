@@ -90,6 +90,8 @@ class ScriptedOpenAIServer:
         (each client can then tell its own answer); ``piece_delay_s``: pause between streamed pieces."""
         self.replies = list(replies)
         self.echo, self.piece_delay_s = echo, piece_delay_s
+        self.completed = 0  # streamed answers sent to the end
+        self.aborted = 0  # streamed answers whose client closed the connection first
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         server = self
@@ -125,6 +127,14 @@ class ScriptedOpenAIServer:
                 self.send_header("Connection", "close")
                 self.end_headers()
                 events = (server._responses_events if self.path.endswith("/responses") else server._chat_events)(reply)
+                try:
+                    self._stream(events, reply)
+                except (BrokenPipeError, ConnectionResetError):
+                    with server._lock:
+                        server.aborted += 1  # the client closed the request mid-answer
+                    self.close_connection = True
+
+            def _stream(self, events: list[dict[str, Any]], reply: Reply) -> None:
                 for index, event in enumerate(events):
                     if reply.stall_after is not None and index == reply.stall_after + 1:
                         time.sleep(reply.stall_s)  # the server hangs mid-answer (the client's timeout fires)
@@ -143,6 +153,8 @@ class ScriptedOpenAIServer:
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
                 self.close_connection = True
+                with server._lock:
+                    server.completed += 1
 
             def _chunk(self, data: bytes) -> None:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")

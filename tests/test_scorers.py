@@ -60,3 +60,40 @@ def test_default_scorer_without_its_extra_says_what_to_install(monkeypatch: pyte
     finally:
         _shared_encoder.cache_clear()
     assert get_scorer("lexical").name == "lexical"
+
+
+def test_batching_scorer_scores_concurrent_calls_together_and_keeps_them_apart() -> None:
+    import asyncio
+
+    from supervisor.errors import ScorerError
+    from supervisor.scorers.base import aassess_checked
+    from supervisor.scorers.combined import BatchingScorer
+    from tests.helpers import FailingScorer, KeywordScorer
+
+    inner = KeywordScorer(word="bad", step=0.5)
+    batching = BatchingScorer(inner, wait_s=0.01)
+
+    async def many() -> list[list[float]]:
+        texts = [[f"text {i}", "bad " * (i % 3)] for i in range(20)]
+        answers = await asyncio.gather(*[batching.aassess(t) for t in texts])
+        return [[a.risk for a in answer] for answer in answers]
+
+    risks = asyncio.run(many())
+    assert risks == [[0.0, min(1.0, 0.5 * (i % 3))] for i in range(20)]  # each caller gets its own answers
+    assert len(inner.calls) == batching.batches < 20 and sum(len(c) for c in inner.calls) == 40
+    assert batching.assess(["bad"])[0].risk == 0.5  # sync callers go straight through
+
+    async def failing() -> None:
+        await aassess_checked(BatchingScorer(FailingScorer()), ["x"], 5.0)
+
+    with pytest.raises(ScorerError, match="supervisor model crashed"):
+        asyncio.run(failing())
+
+    async def one_times_out() -> list[float]:
+        slow = BatchingScorer(FailingScorer(fail_after=0, hang_s=0.3), wait_s=0.0)
+        with pytest.raises(ScorerError, match="did not answer"):
+            await aassess_checked(slow, ["x"], 0.05)
+        healthy = BatchingScorer(KeywordScorer(), wait_s=0.0)
+        return [a.risk for a in await aassess_checked(healthy, ["bad bad"], 5.0)]
+
+    assert asyncio.run(one_times_out()) == [0.5]

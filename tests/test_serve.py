@@ -227,3 +227,49 @@ def test_the_deployment_example_config_is_valid(monkeypatch: pytest.MonkeyPatch)
     assert config.upstream == "http://vllm:8000/v1" and config.continuation == "vllm"
     assert GatewayConfig.upstream_key(config) == "from-the-environment"
     assert [t.name for t in config.tenants] == ["chat-app"]
+
+
+def test_a_client_that_disconnects_cancels_the_upstream_request() -> None:
+    from tests.openai_servers import Reply, ScriptedOpenAIServer
+
+    long_answer = Reply(pieces=[" word"] * 400)
+    with ScriptedOpenAIServer([long_answer], piece_delay_s=0.02) as upstream, RunningGateway(
+            GatewayConfig(upstream=upstream.url, scorer="lexical")) as gateway:
+        stream = gateway.client().chat.completions.create(model="scripted", messages=RAINBOW, stream=True)
+        next(iter(stream))
+        stream.close()
+        deadline = time.monotonic() + 5
+        while upstream.aborted == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert upstream.aborted == 1 and upstream.completed == 0
+
+
+def test_sigterm_lets_an_open_stream_finish(tmp_path: Any) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.openai_servers import Reply, ScriptedOpenAIServer, wait_for
+
+    answer = [" steady"] * 60  # about 3 s at 0.05 s a piece
+    with ScriptedOpenAIServer([Reply(pieces=answer)], piece_delay_s=0.05) as upstream:
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "-m", "supervisor.cli", "serve", "--upstream", upstream.url,
+                                    "--scorer", "lexical", "--port", str(port)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(f"http://127.0.0.1:{port}/health", timeout_s=60, process=process)  # type: ignore[arg-type]
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+            received: list[str] = []
+            stream = client.chat.completions.create(model="scripted", messages=RAINBOW, stream=True)
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    if not received:
+                        process.send_signal(signal.SIGTERM)  # mid-answer
+                    received.append(chunk.choices[0].delta.content)
+            assert "".join(received) == "".join(answer)  # drained: the open stream was not cut
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=60)
+    assert process.returncode in (0, -signal.SIGTERM)

@@ -37,6 +37,7 @@ from supervisor.policy import as_policy
 from supervisor.primaries import load_primary
 from supervisor.primaries.base import LogitPrimary
 from supervisor.scorers import Scorer, get_scorer
+from supervisor.scorers.combined import BatchingScorer
 
 #: OpenAI's moderation categories and the measured category each one reads (None: not measured, 0).
 MODERATION_CATEGORIES: dict[str, str | None] = {
@@ -67,7 +68,8 @@ class _Backend:
 
     def __init__(self, route: Route, config: GatewayConfig, scorers: dict[str | None, Scorer]) -> None:
         if route.scorer not in scorers:  # (None: the gateway's scorer, given to create_app or the default)
-            scorers[route.scorer] = get_scorer(route.scorer)
+            # concurrent streams' checks go to the scorer as one batch (one forward pass for many streams)
+            scorers[route.scorer] = BatchingScorer(get_scorer(route.scorer))
         self.scorer = scorers[route.scorer]
         self.policy = as_policy(route.policy)
         self.model_name = route.primary or "upstream"
@@ -93,7 +95,7 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig, scorer: Scorer | None = None) -> None:
         self.config = config
-        self._scorers: dict[str | None, Scorer] = {None: scorer} if scorer is not None else {}
+        self._scorers: dict[str | None, Scorer] = {None: BatchingScorer(scorer)} if scorer is not None else {}
         self.default = _Backend(config, config, self._scorers)
         self.tenants: dict[str, tuple[Tenant, _Backend]] = {
             t.api_key: (t, _Backend(config.route_for(t), config, self._scorers)) for t in config.tenants
