@@ -273,3 +273,11 @@ def test_sigterm_lets_an_open_stream_finish(tmp_path: Any) -> None:
                 process.send_signal(signal.SIGTERM)
             process.communicate(timeout=60)
     assert process.returncode in (0, -signal.SIGTERM)
+
+
+def test_local_primary_rejects_bad_sampling_arguments(local_gateway: RunningGateway) -> None:
+    client = local_gateway.client()
+    for bad in ({"temperature": 9.0}, {"top_p": 0.0}, {"seed": -1}):
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="smollm2", messages=RAINBOW, max_tokens=4, **bad)
+    assert client.chat.completions.create(model="smollm2", messages=RAINBOW, max_tokens=4).choices  # still served

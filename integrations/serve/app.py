@@ -231,11 +231,14 @@ class Gateway:
             messages = validate_messages(body["messages"])
         except InputError as exc:
             raise HTTPError(400, str(exc), param="messages") from None
-        arguments = {
-            "max_tokens": body.get("max_completion_tokens") or body["max_tokens"],
-            "temperature": float(body.get("temperature", 0.7)), "top_p": float(body.get("top_p", 0.95)),
-            "seed": body.get("seed"), "supervise": body["supervise"],
-        }
+        try:
+            arguments = {
+                "max_tokens": body.get("max_completion_tokens") or body["max_tokens"],
+                "temperature": float(body.get("temperature", 0.7)), "top_p": float(body.get("top_p", 0.95)),
+                "seed": body.get("seed"), "supervise": body["supervise"],
+            }
+        except (TypeError, ValueError) as exc:
+            raise HTTPError(400, f"temperature and top_p must be numbers: {exc}") from None
         supervisor = Supervisor(scorer=backend.scorer, policy=backend.policy)
         chunk_id, created, model = f"chatcmpl-sup-{uuid.uuid4().hex[:24]}", int(time.time()), backend.model_name
 
@@ -243,9 +246,13 @@ class Gateway:
             return {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
-        primary = await backend.primaries.get()  # requests wait here for a free local primary
         seen: list[InterventionEvent] = []  # appended by the decoding thread as interventions happen
-        stream = supervisor.astream(primary, messages, on_event=seen.append, **arguments)
+        primary = await backend.primaries.get()  # requests wait here for a free local primary
+        try:
+            stream = supervisor.astream(primary, messages, on_event=seen.append, **arguments)
+        except InputError as exc:
+            backend.primaries.put_nowait(primary)
+            raise HTTPError(400, str(exc)) from None
         if not body.get("stream"):
             try:
                 text = "".join([delta async for delta in stream])
