@@ -145,31 +145,29 @@ class SupervisionCore:
         """The check due now, if any. ``final``: the response is complete; whatever is not yet released is
         checked (None when all of it already was)."""
         previous = self.last_checkpoint
+        ends = trajectory.checkpoints_after(previous, self.cadence())
         if final:
             if trajectory.end == previous and trajectory.end == self.released_position:
                 return None
-            position = trajectory.end
-        else:
-            positions = trajectory.checkpoints_after(previous, self.cadence())
-            if not positions:
-                return None
-            position = positions[-1]
+            ends = [end for end in ends if end < trajectory.end] + [trajectory.end]
+        elif not ends:
+            return None
+        position = ends[-1]
         self.checkpoint_count += 1
-        spans = self._window_spans(trajectory, position)
+        spans = self._window_spans(trajectory, ends)
         windows = len(spans)
         whole = final or self.bias_strength > 0 or self.checkpoint_count % self.policy.full_window_every == 0
         if whole and (windows > 1 or spans[0][0] > 0):
             spans.append((0, position))
         return Check(position=position, spans=spans, windows=windows, final=final)
 
-    def _window_spans(self, trajectory: Trajectory, position: int) -> list[Span]:
-        """The windows that cover the response from the last checkpoint to ``position``: one per cadence step,
-        each ``window_tokens`` long and reaching back at least to where the one before ended. However the
+    def _window_spans(self, trajectory: Trajectory, ends: list[int]) -> list[Span]:
+        """The windows that cover the response from the last checkpoint to the last of ``ends`` (one per cadence
+        step): each ``window_tokens`` long and reaching back at least to where the one before ended. However the
         response arrived (one token or one huge delta at a time), every character lies in a scored window."""
         previous = self.last_checkpoint
-        ends = [end for end in trajectory.checkpoints_after(previous, self.cadence()) if end < position]
         spans: list[Span] = []
-        for end in [*ends, position]:
+        for end in ends:
             spans.append((min(trajectory.window_start(end, self.policy.window_tokens), previous), end))
             previous = end
         return spans

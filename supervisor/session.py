@@ -232,12 +232,14 @@ class Session:
         return logits
 
     # -- measurement ------------------------------------------------------------------------------
-    def _reads_hidden_states(self) -> bool:
-        return isinstance(self.scorer, HiddenStateScorer) and self.scorer.reads(self.primary)
+    def _hidden_state_scorer(self) -> HiddenStateScorer | None:
+        """The scorer, when it measures this primary's own hidden states (the state probe)."""
+        scorer = self.scorer
+        return scorer if isinstance(scorer, HiddenStateScorer) and scorer.reads(self.primary) else None
 
     def _scores_ahead(self) -> bool:
         # The state probe reads the primary's own states, which decoding changes: it is measured in place.
-        return self.policy.score_ahead and not self._reads_hidden_states()
+        return self.policy.score_ahead and self._hidden_state_scorer() is None
 
     def _texts(self, check: Check) -> list[str]:
         return [self.primary.decode(self.response.ids[start:end]) for start, end in check.spans]
@@ -248,11 +250,12 @@ class Session:
     def _check(self, check: Check) -> Decision:
         """Measure the check's spans now: from the primary's own hidden states when the scorer reads them (no
         extra forward pass), else from their decoded text."""
-        if isinstance(self.scorer, HiddenStateScorer) and self.scorer.reads(self.primary):
+        probe = self._hidden_state_scorer()
+        if probe is not None:
             offset = len(self._prompt_ids)
             # an empty response is measured by the state after the prompt (its last token)
             context = [(offset + start - (end == start), offset + end) for start, end in check.spans]
-            outcome = measure(self.core, self.scorer, context, self.scorer.assess_context)
+            outcome = measure(self.core, self.scorer, context, probe.assess_context)
         else:
             outcome = self._measure_texts(self._texts(check))
         return self.core.resolve(self.response, check, outcome)

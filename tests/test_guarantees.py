@@ -126,7 +126,7 @@ def policies(draw: st.DrawFn) -> Policy:
     )
 
 
-def check_released(released: list[str], result_text: str, policy: Policy) -> None:
+def check_released(released: list[str], result_text: str) -> None:
     text = "".join(released)
     assert text == result_text, "released deltas must concatenate to the result (nothing retracted)"
     assert MARK not in text, f"unchecked text released: {text!r}"
@@ -157,10 +157,10 @@ def test_chunk_engine_never_releases_unchecked_text(
         for piece in run_chunked(session, primary, None, MarkerScorer(scorer_faults)):
             released.append(piece)
     except UpstreamError as exc:
-        check_released(released, exc.released_text, policy)
+        check_released(released, exc.released_text)
         return
     assert session.result is not None
-    check_released(released, session.result.text, policy)
+    check_released(released, session.result.text)
 
 
 @settings(PROPERTY_SETTINGS, max_examples=60)
@@ -183,7 +183,7 @@ def test_async_chunk_engine_never_releases_unchecked_text(
             async for piece in arun_chunked(session, primary, None, MarkerScorer(scorer_faults)):
                 released.append(piece)
         except UpstreamError as exc:
-            check_released(released, exc.released_text, policy)
+            check_released(released, exc.released_text)
             raise
         return released
 
@@ -192,7 +192,7 @@ def test_async_chunk_engine_never_releases_unchecked_text(
     except UpstreamError:
         return
     assert session.result is not None
-    check_released(released, session.result.text, policy)
+    check_released(released, session.result.text)
 
 
 @PROPERTY_SETTINGS
@@ -212,7 +212,7 @@ def test_logit_engine_never_releases_unchecked_text(
     session = Session(primary, MarkerScorer(scorer_faults), policy, request)
     released = list(session.run())
     assert session.result is not None
-    check_released(released, session.result.text, policy)
+    check_released(released, session.result.text)
 
 
 def test_the_reported_case_a_flagged_word_before_a_large_delta() -> None:
