@@ -39,5 +39,17 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/core.py
 
+# A real vLLM server (own venv .venv-vllm, CPU build) serving the embedded SmolLM2 on 127.0.0.1:8282; see
+# scripts/vllm_server.sh. `make vllm-stop` stops it (it holds ~3.5 GB).
+.PHONY: vllm vllm-stop bench-vllm
+vllm: $(STAMP)
+	scripts/vllm_server.sh start
+
+vllm-stop:
+	scripts/vllm_server.sh stop
+
+bench-vllm: $(STAMP)
+	$(PY) benchmarks/vllm_rollback.py
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

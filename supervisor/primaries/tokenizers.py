@@ -1,5 +1,5 @@
-"""Token ids for ``logit_bias`` on hosted models: tiktoken vocabularies loaded offline, a llama.cpp server's own
-tokenizer, and the choice between them (:func:`resolve_tokenizer`)."""
+"""Token ids for ``logit_bias`` on hosted models: tiktoken vocabularies loaded offline, a llama.cpp or vLLM server's
+own tokenizer, and the choice between them (:func:`resolve_tokenizer`)."""
 
 from __future__ import annotations
 
@@ -67,11 +67,13 @@ def _server_root(base_url: str) -> str:
     return root[: -len("/v1")] if root.endswith("/v1") else root
 
 
-class LlamaServerTokenizer:
-    """Token ids from a llama.cpp server's own tokenizer (``POST /extras/tokenize``), cached."""
+class ServerTokenizer:
+    """Token ids from an inference server's own tokenizer over HTTP, cached. Subclasses name the endpoint."""
+
+    path = ""
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> None:
-        self.url = _server_root(base_url) + "/extras/tokenize"
+        self.url = _server_root(base_url) + self.path
         self.api_key = api_key
         self.timeout_s = timeout_s
         self._cache: dict[str, list[int]] = {}
@@ -79,17 +81,20 @@ class LlamaServerTokenizer:
     def available(self) -> bool:
         try:
             return bool(self("hello"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, KeyError, TypeError):
             return False
+
+    def body(self, text: str) -> dict[str, Any]:
+        raise NotImplementedError
 
     def __call__(self, text: str) -> list[int]:
         if text in self._cache:
             return self._cache[text]
-        body = json.dumps({"input": text, "add_special": False}).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        request = urllib.request.Request(self.url, data=json.dumps(self.body(text)).encode(), headers=headers,
+                                         method="POST")
         with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310 - the user's server
             tokens = [int(t) for t in json.loads(response.read())["tokens"]]
         if len(self._cache) < 50_000:
@@ -97,25 +102,51 @@ class LlamaServerTokenizer:
         return tokens
 
 
+class LlamaServerTokenizer(ServerTokenizer):
+    """Token ids from a llama.cpp server's own tokenizer (``POST /extras/tokenize``), cached."""
+
+    path = "/extras/tokenize"
+
+    def body(self, text: str) -> dict[str, Any]:
+        return {"input": text, "add_special": False}
+
+
+class VLLMServerTokenizer(ServerTokenizer):
+    """Token ids from a vLLM server's own tokenizer (``POST /tokenize``, without special tokens), cached."""
+
+    path = "/tokenize"
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 10.0,
+                 model: str | None = None) -> None:
+        super().__init__(base_url, api_key, timeout_s)
+        self.model = model
+
+    def body(self, text: str) -> dict[str, Any]:
+        return {"prompt": text, "add_special_tokens": False, **({"model": self.model} if self.model else {})}
+
+
 def resolve_tokenizer(spec: TokenizerSpec, *, base_url: str, api_key: str | None,
                       model: str | None) -> Callable[[str], list[int]] | None:
-    """The tokenizer ``spec`` names for ``model`` behind ``base_url``: ``"auto"`` asks a llama.cpp server for its
-    own tokenizer, else picks the OpenAI model family's tiktoken vocabulary, else None (no logit_bias)."""
+    """The tokenizer ``spec`` names for ``model`` behind ``base_url``: ``"auto"`` asks a llama.cpp or vLLM server for
+    its own tokenizer, else picks the OpenAI model family's tiktoken vocabulary, else None (no logit_bias)."""
     if spec is None or callable(spec):
         return spec
     if spec in _TIKTOKEN_HASHES:
         return tiktoken_encoding(spec).encode_ordinary
     if spec == "llama-cpp-server":
         return LlamaServerTokenizer(base_url, api_key)
+    if spec == "vllm-server":
+        return VLLMServerTokenizer(base_url, api_key, model=model)
     if spec != "auto":
         raise ConfigError(
             f"tokenizer={spec!r} is not known; accepted: 'auto', 'o200k_base', 'cl100k_base', "
-            "'llama-cpp-server', a callable text -> token ids, or None"
+            "'llama-cpp-server', 'vllm-server', a callable text -> token ids, or None"
         )
     if "api.openai.com" not in base_url and base_url:
-        server = LlamaServerTokenizer(base_url, api_key)
-        if server.available():  # a llama.cpp server: its own tokenizer, whatever the model is called
-            return server
+        # a llama.cpp or vLLM server: its own tokenizer, whatever the model is called
+        for server in (LlamaServerTokenizer(base_url, api_key), VLLMServerTokenizer(base_url, api_key, model=model)):
+            if server.available():
+                return server
     # OpenAI, Azure OpenAI, or a gateway in front of them: the model family says which vocabulary
     name = (model or "").lower().split("/")[-1]
     if _O200K_MODELS.match(name):
