@@ -72,6 +72,10 @@ class Reply:
     tool_call: tuple[str, str] | None = None
     #: The tool call in several deltas of (name, arguments piece), e.g. the name repeated in each (llama.cpp)
     tool_call_deltas: list[tuple[str | None, str]] | None = None
+    #: The id of ``tool_call`` / ``tool_call_deltas`` (an agent loop needs a new one per step)
+    tool_call_id: str = "call_1"
+    #: Parallel tool calls, (id, name, arguments) each, one delta each
+    parallel_tool_calls: list[tuple[str, str, str]] | None = None
     finish_reason: str = "stop"
     stall_after: int | None = None
     stall_s: float = 0.0
@@ -192,7 +196,12 @@ class ScriptedOpenAIServer:
         calls = [reply.tool_call] if reply.tool_call is not None else reply.tool_call_deltas or []
         for number, (name, arguments) in enumerate(calls):
             function = {"arguments": arguments, **({"name": name} if name is not None else {})}
-            call = {"index": 0, "function": function, **({"id": "call_1", "type": "function"} if number == 0 else {})}
+            call = {"index": 0, "function": function,
+                    **({"id": reply.tool_call_id, "type": "function"} if number == 0 else {})}
+            events.append({**base, "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]})
+            finish = "tool_calls"
+        for index, (call_id, name, arguments) in enumerate(reply.parallel_tool_calls or []):
+            call = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
             events.append({**base, "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]})
             finish = "tool_calls"
         events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
