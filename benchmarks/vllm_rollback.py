@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=48, help="length of the first answer")
     parser.add_argument("--rollback", type=int, default=16, help="tokens rolled back and regenerated (k)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--llama-threads", type=int, default=None,
+                        help="llama.cpp threads (default: all cores; 1 avoids thread barriers on a busy machine)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "vllm_rollback.json"))
     args = parser.parse_args(argv)
     import openai
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = openai.OpenAI(base_url=url, api_key="not-needed", max_retries=0)
         tokenize = VLLMServerTokenizer(url, model=MODEL)
-        primary = load_primary("smollm2:llama-cpp")
+        primary = load_primary("smollm2:llama-cpp", **({"n_threads": args.llama_threads} if args.llama_threads else {}))
         lengths = [int(n) for n in args.lengths.split(",")]
         vllm_trial(client, tokenize, 64, 8, 4)  # warm both engines
         llama_trial(primary, 64, 8, 4)

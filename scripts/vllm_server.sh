@@ -89,10 +89,13 @@ start() {
     convert_model
     mkdir -p "$(dirname "$VLLM_LOG")" "$(dirname "$PID_FILE")"
     log "starting on 127.0.0.1:$VLLM_PORT (log: $VLLM_LOG)"
+    # scripts/vllm_supervisor_logits.py: a per-request, per-position ban (vllm_xargs.supervisor_ban_first)
+    PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}" \
     VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 \
         "$VLLM_VENV/bin/python" -m vllm.entrypoints.openai.api_server --model "$VLLM_MODEL_DIR" \
         --served-model-name smollm2 --host 127.0.0.1 --port "$VLLM_PORT" --dtype bfloat16 --max-model-len 2048 \
-        --enforce-eager --enable-prompt-tokens-details > "$VLLM_LOG" 2>&1 &
+        --enforce-eager --enable-prompt-tokens-details \
+        --logits-processors vllm_supervisor_logits:SupervisorFirstTokenBan > "$VLLM_LOG" 2>&1 &
     pid=$!
     echo "$pid" > "$PID_FILE"
     for _ in $(seq 1 600); do  # ~30 s here; up to 5 minutes on a loaded machine

@@ -126,6 +126,21 @@ def test_logit_bias_with_the_served_tokenizer_bans_the_token(vllm_url: str, plai
     assert FLAGGED not in str(banned.choices[0].message.content)
 
 
+def test_the_supervisor_logits_processor_bans_only_the_first_position(vllm_url: str, plain: str) -> None:
+    """scripts/vllm_supervisor_logits.py, loaded by scripts/vllm_server.sh: token-level control inside vLLM.
+    Unlike logit_bias (every position), the ban holds at the rollback position only, as in the logit engine."""
+    tokenizer = VLLMServerTokenizer(vllm_url, model=MODEL_ALIAS)
+    prefix = plain[: plain.index(FLAGGED)]
+    messages = [*RAINBOW, {"role": "assistant", "content": prefix}]
+    ban = [tokenizer(spelling)[0] for spelling in (FLAGGED, " " + FLAGGED)]  # as the supervisor's rollback bans
+    reply = raw_answer(vllm_url, messages, max_tokens=24, logprobs=True,
+                       extra_body={**CONTINUE, "vllm_xargs": {"supervisor_ban_first": ban}})
+    tokens = [t.token for t in reply.choices[0].logprobs.content]
+    assert tokenizer(tokens[0])[0] not in ban  # unbanned, the model starts with a banned token (test above)
+    with pytest.raises(openai.BadRequestError, match="supervisor_ban_first"):
+        raw_answer(vllm_url, messages, max_tokens=2, extra_body={**CONTINUE, "vllm_xargs": {"supervisor_ban_first": "x"}})
+
+
 # -- the OpenAI wrapper ---------------------------------------------------------------------------
 def test_wrapper_passes_safe_text_unchanged_with_usage(vllm_url: str, plain: str) -> None:
     wrapped = supervise(client(vllm_url), scorer="lexical", continuation="vllm")
