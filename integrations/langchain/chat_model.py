@@ -112,8 +112,10 @@ class SupervisedChatModel(BaseChatModel):
         usage = None
         tool_call_chunks: list[Any] = []
         if result is not None:
-            if request is not None:
+            # A halt at the final check comes after the upstream sent its tool calls: they go with the answer.
+            if request is not None and result.stop_reason in ("stop", "length"):
                 tool_call_chunks = list(request.tool_call_chunks)
+            if request is not None:
                 for key in ("model_name", "system_fingerprint"):
                     if key in request.response_metadata:
                         metadata[key] = request.response_metadata[key]

@@ -33,15 +33,12 @@ from langchain.agents.middleware import (
 )
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, ToolMessage
-from langchain_core.outputs import ChatGenerationChunk
-from langgraph.constants import TAG_NOSTREAM
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from supervisor.integrations.langchain.callbacks import observe_only
 from supervisor.integrations.langchain.chat_model import SupervisedChatModel
-from supervisor.integrations.langchain.primary import LangChainRequest
 from typing_extensions import NotRequired
 
 from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession, asettle, settle
@@ -114,24 +111,6 @@ def supervision_records(state: Mapping[str, Any]) -> list[SupervisionRecord]:
     return [SupervisionRecord.model_validate(record) for record in state.get("supervision") or []]
 
 
-class _AgentTurnModel(SupervisedChatModel):
-    """SupervisedChatModel for one agent turn: a halted answer keeps no tool calls (a halt at the final
-    check comes after the upstream already sent them), so the loop cannot go on to run them."""
-
-    def _final_chunk(self, result: GenerationResult | None, request: LangChainRequest | None) -> ChatGenerationChunk:
-        if result is not None and result.stop_reason not in _PASSED_STOP_REASONS and request is not None:
-            request.tool_call_chunks.clear()
-        return super()._final_chunk(result, request)
-
-
-def _silenced(model: BaseChatModel) -> BaseChatModel:
-    """A copy of ``model`` whose runs LangGraph does not stream: its raw deltas are unchecked text."""
-    tags = list(model.tags or [])
-    if TAG_NOSTREAM in tags:
-        return model
-    return model.model_copy(update={"tags": [*tags, TAG_NOSTREAM]})
-
-
 def _report_of(message: BaseMessage) -> GenerationResult | None:
     report = message.response_metadata.get("supervision") if isinstance(message, AIMessage) else None
     return GenerationResult.model_validate(report) if isinstance(report, dict) else None
@@ -194,11 +173,11 @@ class SupervisorMiddleware(AgentMiddleware[SupervisedAgentState, Any, Any]):
         if isinstance(model, SupervisedChatModel):  # e.g. around a local primary: supervise once, with ours
             own_fields = set(SupervisedChatModel.model_fields) - set(BaseChatModel.model_fields)
             settings = {name: getattr(model, name) for name in own_fields}  # max_tokens, temperature, ...
-            inner = model.inner if not isinstance(model.inner, BaseChatModel) else _silenced(model.inner)
-            supervised = _AgentTurnModel(**{**settings, "inner": inner, "scorer": self.scorer,
+            inner = model.inner
+            supervised = SupervisedChatModel(**{**settings, "inner": inner, "scorer": self.scorer,
                                             "policy": self.policy, "on_event": self.on_event})
         elif isinstance(model, BaseChatModel):
-            supervised = _AgentTurnModel(inner=_silenced(model), scorer=self.scorer, policy=self.policy,
+            supervised = SupervisedChatModel(inner=model, scorer=self.scorer, policy=self.policy,
                                          on_event=self.on_event)
         else:
             raise InputError(f"SupervisorMiddleware supervises LangChain chat models; the agent's model is a "

@@ -27,6 +27,17 @@ class LangChainRequest:
     response_metadata: dict[str, Any] = field(default_factory=dict)
 
 
+#: LangGraph's ``TAG_NOSTREAM``: a run with this tag is left out of ``stream_mode="messages"``.
+NOSTREAM_TAG = "nostream"
+
+
+def unstreamed(model: BaseChatModel) -> BaseChatModel:
+    """A copy of ``model`` whose runs LangGraph does not stream: its raw deltas are unchecked text, and only
+    the supervised model's released text may reach a graph's message stream."""
+    tags = list(model.tags or [])
+    return model if NOSTREAM_TAG in tags else model.model_copy(update={"tags": [*tags, NOSTREAM_TAG]})
+
+
 def _is_chat_openai(model: Any) -> bool:
     return type(model).__name__ in ("ChatOpenAI", "AzureChatOpenAI") and hasattr(model, "root_client")
 
@@ -46,7 +57,7 @@ class LangChainPrimary(ChunkPrimary):
         if continuation == "vllm" and not _is_chat_openai(model):
             raise ConfigError(f"continuation='vllm' needs a ChatOpenAI pointed at a vLLM server, got "
                               f"{type(model).__name__}")
-        self.model = model
+        self.model = unstreamed(model)
         self.continuation: LangChainContinuation = continuation
         self.name = f"langchain:{type(model).__name__}"
         self._openai: Any = None
