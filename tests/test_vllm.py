@@ -26,7 +26,6 @@ import pytest
 openai = pytest.importorskip("openai")
 
 from supervisor.integrations.openai import supervise  # noqa: E402
-from supervisor.integrations.serve import GatewayConfig  # noqa: E402
 
 from supervisor import Policy  # noqa: E402
 from supervisor.primaries.tokenizers import VLLMServerTokenizer, resolve_tokenizer  # noqa: E402
@@ -223,6 +222,8 @@ def test_supervised_chat_model_on_vllm_rolls_back_with_exact_continuation(vllm_u
 # -- the gateway ----------------------------------------------------------------------------------
 def test_gateway_in_front_of_vllm_streams_a_real_rollback(vllm_url: str) -> None:
     pytest.importorskip("uvicorn")
+    from supervisor.integrations.serve import GatewayConfig
+
     from tests.test_serve import RunningGateway
 
     config = GatewayConfig(upstream=vllm_url, continuation="vllm",
