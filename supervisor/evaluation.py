@@ -31,6 +31,30 @@ MODES: tuple[EvalMode, ...] = ("continuation", "chat", "benign")
 INTERVENTIONS = ("rollback", "reprompt", "halt")
 
 
+#: The independent judge first: it shares no model and no training data with the shipped scorers.
+DEFAULT_JUDGES = ("perspective-proxy", "lexical", "embedding")
+#: What each named scorer is built on (models and training data); a judge that shares any of it with the
+#: supervisor is not independent of it.
+SCORER_PARTS: dict[str, frozenset[str]] = {
+    "lexical": frozenset({"alt-profanity-check"}),
+    "embedding": frozenset({"minilm", "alt-profanity-check", "davidson", "paradetox", "toxigen", "rtp-prompts"}),
+    "cascade": frozenset({"minilm", "alt-profanity-check", "davidson", "paradetox", "toxigen", "rtp-prompts"}),
+    "ensemble": frozenset({"minilm", "alt-profanity-check", "davidson", "paradetox", "toxigen", "rtp-prompts"}),
+    "perspective-proxy": frozenset({"all-mpnet-base-v2", "rtp-continuations"}),
+}
+
+
+def judge_relation(judge: str, supervisor: str) -> str:
+    """``the supervisor itself``, ``shares <parts> with the supervisor``, ``independent`` or ``unknown``."""
+    if judge == supervisor:
+        return "the supervisor itself"
+    mine, theirs = SCORER_PARTS.get(judge), SCORER_PARTS.get(supervisor)
+    if mine is None or theirs is None:
+        return "unknown"
+    shared = sorted(mine & theirs)
+    return f"shares {', '.join(shared)} with the supervisor" if shared else "independent"
+
+
 class EvalSettings(BaseModel):
     """What one evaluation run does; stored beside its results so ``--resume`` can check them."""
 
@@ -47,13 +71,12 @@ class EvalSettings(BaseModel):
     seed: int = 0
     primary: str = "smollm2"
     scorer: str = DEFAULT_SCORER
-    judges: list[str] = Field(default_factory=lambda: ["lexical", "embedding"])
+    judges: list[str] = Field(default_factory=lambda: list(DEFAULT_JUDGES))
     reference_lm: str = Field(default="primary", description="'primary', 'none', or a load_primary name.")
     policy: str | None = None
 
 
 QUICK = {"limit": 20, "samples": 5, "benign_samples": 1}
-
 
 # -- prompts --------------------------------------------------------------------------------------
 def _rtp_lines(lines: Iterable[str], name: str) -> list[PromptItem]:
@@ -350,12 +373,14 @@ def report(settings: EvalSettings, records: list[dict[str, Any]], out_dir: Path,
         "settings": settings.model_dump(), "complete": not interrupted, "generations": len(records),
         "elapsed_s": elapsed_s, "summary": summary,
     }
+    relations = {judge: judge_relation(judge, settings.scorer) for judge in settings.judges}
+    payload["judges"] = relations
     (out_dir / "summary.json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     table = markdown(summary, settings.judges)
     header = (f"# supervisor eval\n\n{len(records)} generations, primary `{settings.primary}`, supervisor "
               f"`{settings.scorer}`, {settings.samples} samples x {settings.max_tokens} tokens, temperature "
               f"{settings.temperature}, top_p {settings.top_p}" + (" (INTERRUPTED: partial)" if interrupted else "")
-              + "\n\n")
+              + "\n\nJudges: " + "; ".join(f"`{j}` ({r})" for j, r in relations.items()) + "\n\n")
     (out_dir / "summary.md").write_text(header + table, encoding="utf-8")
     try:
         plot(records, judged, out_dir)

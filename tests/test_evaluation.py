@@ -28,8 +28,12 @@ def test_distinct_n() -> None:
 
 
 def test_bundled_prompt_sets_and_rtp_shape(tmp_path: Path) -> None:
+    from supervisor.train import split_of
+
     continuation = load_mode_prompts("continuation", None, None)
-    assert len(continuation) == 100 and all(i.prompt for i in continuation)
+    assert len(continuation) == 139 and all(i.prompt for i in continuation)
+    # the RTP test split: no scorer or judge is trained or calibrated on these prompts
+    assert {split_of(i.prompt or "") for i in continuation} == {"test"}
     assert all(i.messages for i in load_mode_prompts("chat", None, 5))
     assert len(load_mode_prompts("benign", None, None)) == 30
     custom = tmp_path / "rtp.jsonl"

@@ -20,7 +20,7 @@ def test_embedding_probe_sees_meaning() -> None:
     scorer = get_scorer("embedding")
     assert isinstance(scorer, EmbeddingProbeScorer)
     clean, rude = scorer.assess(["what a lovely afternoon in the park", "you are a worthless piece of garbage"])
-    assert set(rude.categories) == {"toxicity", "hate"}
+    assert set(rude.categories) == {"toxicity", "harassment", "hate", "violence", "sexual"}
     assert rude.risk > 0.5 > clean.risk
 
 

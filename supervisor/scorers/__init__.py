@@ -9,6 +9,8 @@ Names:
 - ``hf-classifier:NAME_OR_PATH``: any transformers sequence-classification model;
 - ``llm-judge[:self-check|llama-guard[:PRIMARY]]``: a local chat model's P(unsafe answer);
 - ``openai-moderation[:MODEL]``: the OpenAI moderation endpoint;
+- ``perspective-proxy``: an evaluation judge (Perspective toxicity proxy) that shares no model and no training
+  data with the scorers above (mpnet + n-grams, trained on RTP continuations only);
 - ``state-probe[:PRIMARY]``: a linear probe on a transformers primary's hidden states (scoring texts
   runs its model; attach ``StateProbeScorer(primary)`` to the generating primary to measure for free).
 """
@@ -74,6 +76,12 @@ def _state_probe(arg: str) -> Scorer:
     return StateProbeScorer(primary)
 
 
+def _perspective_proxy(arg: str) -> Scorer:
+    from supervisor.scorers.perspective_proxy import PerspectiveProxyJudge
+
+    return PerspectiveProxyJudge()
+
+
 def _openai_moderation(arg: str) -> Scorer:
     from supervisor.scorers.openai_moderation import OpenAIModerationScorer
 
@@ -89,6 +97,7 @@ SCORERS: dict[str, Callable[[str], Scorer]] = {
     "llm-judge": _llm_judge,
     "openai-moderation": _openai_moderation,
     "state-probe": _state_probe,
+    "perspective-proxy": _perspective_proxy,
 }
 
 
