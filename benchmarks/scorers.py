@@ -82,8 +82,10 @@ def scorer_rows(names: list[str], examples: list[Example], data: Path, limit: in
         row["memory_mb"] = (process.memory_info().rss - before) / 2**20
         for dataset, (texts, labels) in sets.items():
             row[f"auroc_{dataset}"] = auroc(labels, np.array([a.risk for a in scorer.assess(texts)]))
+        continuation_texts = sorted({t for texts, _ in categories.values() for t in texts})
+        by_text = dict(zip(continuation_texts, scorer.assess(continuation_texts)))
         for head, (texts, labels) in categories.items():
-            assessed = scorer.assess(texts)
+            assessed = [by_text[t] for t in texts]
             if head == "toxicity" or any(head in a.categories for a in assessed):
                 row[f"auroc_rtp_continuations_{head}"] = auroc(
                     labels, np.array([a.categories.get(head, a.risk if head == "toxicity" else 0.0) for a in assessed]))

@@ -18,6 +18,7 @@ from supervisor.api import Supervisor
 from supervisor.errors import InputError, SupervisorError
 from supervisor.events import GenerationResult, InterventionEvent
 from supervisor.messages import MAX_TOKENS_LIMIT, Message, check_unicode, decode_utf8
+from supervisor.policy import Policy
 from supervisor.primaries import load_primary
 from supervisor.primaries.base import LogitPrimary
 from supervisor.primaries.chunk import ChunkPrimary
@@ -435,8 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="score texts from stdin (JSON strings or {\"text\": ...} per line)")
     score.add_argument("--scorer", default=None, help="scorer name (default: embedding)")
-    score.add_argument("--threshold", type=probability, default=0.5,
-                       help="flagged from this risk, 0 to 1 (shipped scorers: 0.5)")
+    score.add_argument("--threshold", type=probability, default=Policy().act_threshold,
+                       help="flagged from this risk, 0 to 1 (default: the default policy's act_threshold, where the "
+                       "embedding probe is calibrated)")
     score.add_argument("--batch-size", type=positive_int, default=32)
     score.set_defaults(handler=cmd_score)
     return parser
