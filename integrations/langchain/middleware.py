@@ -175,10 +175,10 @@ class SupervisorMiddleware(AgentMiddleware[SupervisedAgentState, Any, Any]):
             settings = {name: getattr(model, name) for name in own_fields}  # max_tokens, temperature, ...
             inner = model.inner
             supervised = SupervisedChatModel(**{**settings, "inner": inner, "scorer": self.scorer,
-                                            "policy": self.policy, "on_event": self.on_event})
+                                                "policy": self.policy, "on_event": self.on_event})
         elif isinstance(model, BaseChatModel):
             supervised = SupervisedChatModel(inner=model, scorer=self.scorer, policy=self.policy,
-                                         on_event=self.on_event)
+                                             on_event=self.on_event)
         else:
             raise InputError(f"SupervisorMiddleware supervises LangChain chat models; the agent's model is a "
                              f"{type(model).__name__}")
