@@ -57,6 +57,18 @@ class RunningGateway:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
             return response.read().decode()
 
+    def stream_chat(self, payload: dict[str, Any]) -> tuple[str, list[dict[str, Any]], str]:
+        """POST a streamed chat completion as raw SSE: (the content, the supervision comments, the raw body)."""
+        request = urllib.request.Request(f"{self.url}/chat/completions", data=json.dumps(payload).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            raw = response.read().decode()
+        comments = [json.loads(line[len(": supervision "):]) for line in raw.splitlines()
+                    if line.startswith(": supervision ")]
+        data = [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: {")]
+        text = "".join(d["choices"][0]["delta"].get("content") or "" for d in data if d["choices"])
+        return text, comments, raw
+
 
 @pytest.fixture(scope="module")
 def upstream_gateway(llama_server_url: str) -> Iterator[RunningGateway]:
@@ -99,15 +111,7 @@ def test_a_real_rollback_is_streamed_with_its_event_as_an_sse_comment(llama_serv
     config = GatewayConfig(upstream=llama_server_url, continuation="prefill",
                            policy={"checkpoint_every": 4, "window_tokens": 8, "upstream_backoff_s": 0.0})
     with RunningGateway(config, scorer=KeywordScorer(word="Orange", step=1.0)) as gateway:
-        body = json.dumps({"messages": RAINBOW, "stream": True, **GREEDY}).encode()
-        request = urllib.request.Request(f"{gateway.url}/chat/completions", data=body,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=120) as response:
-            raw = response.read().decode()
-        comments = [json.loads(line[len(": supervision "):]) for line in raw.splitlines()
-                    if line.startswith(": supervision ")]
-        data = [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: {")]
-        text = "".join(d["choices"][0]["delta"].get("content") or "" for d in data if d["choices"])
+        text, comments, raw = gateway.stream_chat({"messages": RAINBOW, "stream": True, **GREEDY})
         assert "Orange" not in text and text
         assert [c["kind"] for c in comments][:1] == ["rollback"] and "Orange" in comments[0]["removed_text"]
         assert raw.rstrip().endswith("data: [DONE]")

@@ -13,7 +13,6 @@ each compares the supervised output with what the same server answers unsupervis
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -230,15 +229,7 @@ def test_gateway_in_front_of_vllm_streams_a_real_rollback(vllm_url: str) -> None
                            policy={"checkpoint_every": 4, "first_checkpoint_tokens": 4, "window_tokens": 8,
                                    "upstream_backoff_s": 0.0})
     with RunningGateway(config, scorer=KeywordScorer(word=FLAGGED, step=1.0)) as gateway:
-        body = json.dumps({"messages": RAINBOW, "stream": True, **GREEDY}).encode()
-        request = urllib.request.Request(f"{gateway.url}/chat/completions", data=body,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=120) as response:
-            raw = response.read().decode()
-    comments = [json.loads(line[len(": supervision "):]) for line in raw.splitlines()
-                if line.startswith(": supervision ")]
-    data = [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: {")]
-    text = "".join(d["choices"][0]["delta"].get("content") or "" for d in data if d["choices"])
+        text, comments, raw = gateway.stream_chat({"messages": RAINBOW, "stream": True, **GREEDY})
     assert text and FLAGGED not in text
     assert [c["kind"] for c in comments][:1] == ["rollback"] and FLAGGED in comments[0]["removed_text"]
     assert raw.rstrip().endswith("data: [DONE]")
