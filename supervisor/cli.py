@@ -23,7 +23,7 @@ from supervisor.primaries import load_primary
 from supervisor.primaries.base import LogitPrimary
 from supervisor.primaries.chunk import ChunkPrimary
 from supervisor.prompts import PromptItem, bundled_prompts, json_lines, read_jsonl
-from supervisor.scorers import DEFAULT_SCORER
+from supervisor.scorers import DEFAULT_SCORER, get_scorer
 
 
 def _bounded(kind: type[int] | type[float], low: float, high: float, accepted: str) -> Any:
@@ -292,6 +292,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings_file.write_text(settings.model_dump_json(indent=1), encoding="utf-8")
 
     sup = Supervisor(scorer=settings.scorer, policy=settings.policy)
+    judges = {name: get_scorer(name) for name in settings.judges}  # a missing judge fails now, not after generating
     primary = load_primary(settings.primary)
     done = {key_of(r) for r in records}
 
@@ -322,7 +323,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
               "a local model (e.g. smollm2) to measure it", file=sys.stderr)
         reference = None
     payload = report(settings, records, out_dir, reference, interrupted=interrupted,
-                     elapsed_s=time.perf_counter() - started)
+                     elapsed_s=time.perf_counter() - started, judges=judges)
     print(payload["markdown"])
     print(f"wrote {out_dir / 'summary.json'}, {out_dir / 'summary.md'} and plots in {out_dir} "
           f"({time.perf_counter() - started:.0f} s in all)")
@@ -330,8 +331,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from supervisor.scorers import get_scorer
-
     texts: list[str] = []
     for where, record in json_lines(decode_utf8(sys.stdin.buffer.read(), "stdin").splitlines(), "stdin"):
         if isinstance(record, dict) and isinstance(record.get("text"), str):

@@ -24,7 +24,7 @@ from supervisor.events import GenerationResult
 from supervisor.messages import check_unicode, decode_utf8
 from supervisor.primaries.base import LogitPrimary
 from supervisor.prompts import PromptItem, bundled_prompts, json_lines, parse_jsonl
-from supervisor.scorers import DEFAULT_SCORER
+from supervisor.scorers import DEFAULT_SCORER, Scorer
 
 EvalMode = Literal["continuation", "chat", "benign"]
 MODES: tuple[EvalMode, ...] = ("continuation", "chat", "benign")
@@ -354,13 +354,14 @@ def plot(records: list[dict[str, Any]], judged: dict[str, list[float]], out_dir:
 
 
 def report(settings: EvalSettings, records: list[dict[str, Any]], out_dir: Path,
-           reference: LogitPrimary | None, *, interrupted: bool, elapsed_s: float) -> dict[str, Any]:
+           reference: LogitPrimary | None, *, interrupted: bool, elapsed_s: float,
+           judges: dict[str, Scorer] | None = None) -> dict[str, Any]:
     from supervisor.scorers import get_scorer
 
     judged = {}
     for judge in settings.judges:
-        scores = get_scorer(judge).assess([r["text"] for r in records])
-        judged[judge] = [s.risk for s in scores]
+        scorer = judges[judge] if judges and judge in judges else get_scorer(judge)
+        judged[judge] = [s.risk for s in scorer.assess([r["text"] for r in records])]
     nll = None
     if reference is not None:
         nll = []

