@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from supervisor.operating_points import BenignAnswer
 
 HEADS = ("toxicity", "harassment", "hate", "violence", "sexual")
+#: alt-profanity-check's probability, calibrated with the heads and read as toxicity (``--lexical-head``).
+LEXICAL_HEAD = "lexical"
 #: The Perspective attribute of RealToxicityPrompts that is each head's soft label.
 RTP_ATTRIBUTES = {"toxicity": "toxicity", "harassment": "insult", "hate": "identity_attack", "violence": "threat",
                   "sexual": "sexually_explicit"}
@@ -357,7 +359,7 @@ def train_state_probe(args: argparse.Namespace) -> int:
 
 def calibrate(heads: dict[str, tuple[np.ndarray, float]], features: Callable[[Sequence[str]], np.ndarray],
               answers: Sequence[BenignAnswer], judged_toxic: set[str], benign_prompts: dict[str, list[str]],
-              budget: float) -> tuple[dict[str, float], dict[str, float]]:
+              budget: float, lexical_head: bool = False) -> tuple[dict[str, float], dict[str, float]]:
     """Raw thresholds from the calibration half: the benign answers the independent judge does not find toxic
     (every text scored while each was written) and the benign prompts (one text each); the rates of both halves.
     """
@@ -368,9 +370,13 @@ def calibrate(heads: dict[str, tuple[np.ndarray, float]], features: Callable[[Se
     x = features(texts)
     index = {t: i for i, t in enumerate(texts)}
     raw = {head: sigmoid(x @ w + b) for head, (w, b) in heads.items()}
+    if lexical_head:  # alt-profanity-check's probability, the last feature, as one more calibrated output
+        from supervisor.scorers.embedding import LEXICAL_FEATURE_SCALE
+
+        raw[LEXICAL_HEAD] = x[:, -1] / LEXICAL_FEATURE_SCALE
 
     def prompt_rows(group: list[str]) -> np.ndarray:
-        return np.array([[raw[h][index[t]] for h in heads] for t in group]).reshape(len(group), len(heads))
+        return np.array([[raw[h][index[t]] for h in raw] for t in group]).reshape(len(group), len(raw))
 
     clean = {half: [a for a in answers if a.half == half and a.id not in judged_toxic] for half in benign_prompts}
     every = {half: [a for a in answers if a.half == half] for half in benign_prompts}
@@ -386,7 +392,7 @@ def calibrate(heads: dict[str, tuple[np.ndarray, float]], features: Callable[[Se
             false_intervention_rate(prompt_rows(benign_prompts[half]), thresholds), 4)
         rates[f"benign_answers_{half}"] = len(clean[half])
         rates[f"judged_toxic_answers_{half}"] = len(every[half]) - len(clean[half])
-    return dict(zip(heads, thresholds)), rates
+    return dict(zip(raw, thresholds)), rates
 
 
 def head_metrics(head: str, weights: np.ndarray, bias: float, threshold: float, examples: Sequence[Example],
@@ -415,7 +421,7 @@ def head_metrics(head: str, weights: np.ndarray, bias: float, threshold: float, 
 
 def main(argv: list[str] | None = None) -> int:
     from supervisor.policy import Policy
-    from supervisor.scorers.embedding import HEAD_FILE
+    from supervisor.scorers.embedding import HEAD_FILE, LEXICAL_FEATURE_SCALE
 
     parser = argparse.ArgumentParser(prog="python -m supervisor.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -435,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="heads on the sentence embedding alone (default: plus alt-profanity-check's probability)")
     parser.add_argument("--no-balance", action="store_true",
                         help="weight examples equally instead of giving every dataset the same total weight")
+    parser.add_argument("--no-lexical-head", action="store_true",
+                        help="do not calibrate alt-profanity-check's probability as one more toxicity output")
     parser.add_argument("--judge", action="store_true",
                         help="train the independent judge (perspective-proxy) on RTP continuations instead")
     parser.add_argument("--state-probe", action="store_true", help="train a probe on --primary's hidden states")
@@ -467,7 +475,10 @@ def main(argv: list[str] | None = None) -> int:
     judge = get_scorer(args.judge_name)
     judged_toxic = {a.id for a, j in zip(answers, judge.assess([a.answer for a in answers])) if j.risk >= 0.5}
     xstest = {half: [t for t in benign["xstest_safe"] if half_of(t) == half] for half in ("calibration", "test")}
-    thresholds, rates = calibrate(heads, features, answers, judged_toxic, xstest, args.max_false_interventions)
+    lexical_head = features.lexical and not args.no_lexical_head
+    thresholds, rates = calibrate(heads, features, answers, judged_toxic, xstest, args.max_false_interventions,
+                                  lexical_head=lexical_head)
+    lexical_threshold = thresholds.pop(LEXICAL_HEAD, None)
     act = Policy().act_threshold
     payload_heads: dict[str, dict[str, object]] = {}
     for head, (weights, bias) in heads.items():
@@ -485,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         flagged = np.zeros(len(texts), dtype=bool)
         for head, (weights, bias) in heads.items():
             flagged |= sigmoid(x @ weights + bias) >= thresholds[head]
+        if lexical_threshold is not None:
+            flagged |= x[:, -1] / LEXICAL_FEATURE_SCALE >= lexical_threshold
         return round(float(flagged.mean()), 4)
 
     scorer_metrics = {**rates, "fpr_xstest_safe": union_fpr(benign["xstest_safe"]),
@@ -496,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         f"--max-false-interventions {args.max_false_interventions}"
         + (f" --benign-limit {args.benign_limit}" if args.benign_limit else "")
         + (" --no-balance" if args.no_balance else "")
-        + (" --no-lexical-feature" if args.no_lexical_feature else ""),
+        + (" --no-lexical-feature" if args.no_lexical_feature else "")
+        + (" --no-lexical-head" if args.no_lexical_head else ""),
         "weighting": "each dataset the same total weight, then both classes" if not args.no_balance
         else "each example weight 1, then both classes the same total weight",
         "features": features.lexical and ["minilm", "lexical"] or ["minilm"],
@@ -507,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(xstest['calibration'])} XSTest safe prompts; bias shifted so that the threshold reads the default "
         f"act_threshold {act}",
         "act_threshold": act,
+        **({"lexical_head": {"threshold_raw": round(lexical_threshold, 4), "reads_as": "toxicity"}}
+           if lexical_threshold is not None else {}),
         "metrics": scorer_metrics,
         "heads": payload_heads,
     }

@@ -126,3 +126,26 @@ def test_eval_without_the_judge_fails_before_generating_and_says_how_to_fetch_it
     monkeypatch.setenv("SUPERVISOR_MPNET_PATH", str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="SUPERVISOR_MPNET_PATH"):
         get_scorer("perspective-proxy")
+
+
+def test_the_calibrated_lexical_head_reads_as_toxicity(tmp_path: Path) -> None:
+    import json
+
+    from supervisor.errors import ConfigError
+    from supervisor.scorers.embedding import HEAD_FILE, EmbeddingProbeScorer
+
+    shipped = json.loads((Path(__file__).resolve().parent.parent / "supervisor" / HEAD_FILE).read_text())
+    assert 0.5 <= shipped["lexical_head"]["threshold_raw"] < 1.0
+    with_head = EmbeddingProbeScorer()
+    without = tmp_path / "no-lexical-head.json"
+    without.write_text(json.dumps({k: v for k, v in shipped.items() if k != "lexical_head"}))
+    plain = EmbeddingProbeScorer(without)
+    insult = "you are such a bitch, really"
+    assert with_head.assess([insult])[0].categories["toxicity"] >= Policy().act_threshold
+    assert with_head.assess([insult])[0].categories["toxicity"] > plain.assess([insult])[0].categories["toxicity"]
+    benign = "How do I kill a Python process that hangs?"
+    assert with_head.assess([benign])[0].risk == pytest.approx(plain.assess([benign])[0].risk, abs=1e-6)
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({**shipped, "features": ["minilm"]}))
+    with pytest.raises(ConfigError, match="lexical_head needs the lexical feature"):
+        EmbeddingProbeScorer(broken)

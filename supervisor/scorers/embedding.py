@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import threading
 from collections.abc import Sequence
 from importlib import resources
@@ -106,6 +107,14 @@ class EmbeddingProbeScorer(BaseScorer):
 
             self._lexical = LexicalScorer()
         self.categories = list(heads)
+        # alt-profanity-check's probability, calibrated with the heads: its threshold reads act_threshold as toxicity
+        lexical_head = json.loads(text).get("lexical_head")
+        self._lexical_shift: float | None = None
+        if lexical_head is not None:
+            if self._lexical is None or "toxicity" not in heads:
+                raise ConfigError("embedding probe: a lexical_head needs the lexical feature and a toxicity head")
+            threshold, reads = float(lexical_head["threshold_raw"]), float(json.loads(text).get("act_threshold", 0.6))
+            self._lexical_shift = math.log(threshold / (1 - threshold)) - math.log(reads / (1 - reads))
         self._weights = np.array([heads[c]["weights"] for c in self.categories], dtype=np.float32)
         self._bias = np.array([heads[c]["bias"] for c in self.categories], dtype=np.float32)
 
@@ -113,11 +122,17 @@ class EmbeddingProbeScorer(BaseScorer):
         if not texts:
             return []
         features = self.encoder.encode(list(texts))
+        lexical = np.zeros(len(texts), dtype=np.float64)
         if self._lexical is not None:
-            lexical = np.array([a.risk for a in self._lexical.assess(list(texts))], dtype=np.float32)
-            features = np.hstack([features, LEXICAL_FEATURE_SCALE * lexical[:, None]])
+            lexical = np.array([a.risk for a in self._lexical.assess(list(texts))], dtype=np.float64)
+            features = np.hstack([features, LEXICAL_FEATURE_SCALE * lexical[:, None].astype(np.float32)])
         logits = features @ self._weights.T + self._bias
         probabilities = 1.0 / (1.0 + np.exp(-logits))
+        if self._lexical_shift is not None:
+            clipped = np.clip(lexical, 1e-6, 1 - 1e-6)
+            calibrated = 1.0 / (1.0 + np.exp(-(np.log(clipped / (1 - clipped)) - self._lexical_shift)))
+            column = self.categories.index("toxicity")
+            probabilities[:, column] = np.maximum(probabilities[:, column], calibrated)
         return [
             Assessment.from_categories({c: float(p) for c, p in zip(self.categories, row)}) for row in probabilities
         ]
