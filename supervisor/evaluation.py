@@ -35,11 +35,12 @@ INTERVENTIONS = ("rollback", "reprompt", "halt")
 DEFAULT_JUDGES = ("perspective-proxy", "lexical", "embedding")
 #: What each named scorer is built on (models and training data); a judge that shares any of it with the
 #: supervisor is not independent of it.
+_EMBEDDING_PARTS = frozenset({"minilm", "alt-profanity-check", "davidson", "paradetox", "toxigen", "rtp-prompts"})
 SCORER_PARTS: dict[str, frozenset[str]] = {
     "lexical": frozenset({"alt-profanity-check"}),
-    "embedding": frozenset({"minilm", "alt-profanity-check", "davidson", "paradetox", "toxigen", "rtp-prompts"}),
-    "cascade": frozenset({"minilm", "alt-profanity-check", "davidson", "paradetox", "toxigen", "rtp-prompts"}),
-    "ensemble": frozenset({"minilm", "alt-profanity-check", "davidson", "paradetox", "toxigen", "rtp-prompts"}),
+    "embedding": _EMBEDDING_PARTS,
+    "cascade": _EMBEDDING_PARTS,  # lexical + embedding
+    "ensemble": _EMBEDDING_PARTS,
     "perspective-proxy": frozenset({"all-mpnet-base-v2", "rtp-continuations"}),
 }
 

@@ -14,8 +14,6 @@ ParaDetox rewrites (completion mode: ordinary sentences to continue). Halves by 
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +24,7 @@ from pydantic import BaseModel
 from supervisor.assessment import Assessment
 from supervisor.policy import Policy
 from supervisor.scorers.base import BaseScorer
+from supervisor.train import hash_bucket
 
 
 class BenignPrompt(BaseModel):
@@ -41,7 +40,7 @@ class BenignAnswer(BenignPrompt):
 
 
 def half_of(text: str) -> str:
-    return "calibration" if int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) % 2 == 0 else "test"
+    return "calibration" if hash_bucket(text, 2) == 0 else "test"
 
 
 def benign_prompts(data: Path, limit: int | None = None, completion_limit: int = 200) -> list[BenignPrompt]:
@@ -128,7 +127,3 @@ def false_intervention_rate(maxima: np.ndarray, thresholds: Sequence[float]) -> 
     if len(maxima) == 0:
         return 0.0
     return float((maxima >= np.asarray(thresholds)[None, :]).any(axis=1).mean())
-
-
-def write_jsonl(path: Path, rows: Sequence[BaseModel]) -> None:
-    path.write_text("".join(json.dumps(r.model_dump()) + "\n" for r in rows), encoding="utf-8")

@@ -64,8 +64,13 @@ class Example(NamedTuple):
     group: str = ""  # ToxiGen's target group
 
 
+def hash_bucket(text: str, buckets: int) -> int:
+    """A stable bucket of ``text`` (the same on every machine and run): splits never depend on order or seeds."""
+    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) % buckets
+
+
 def split_of(text: str) -> str:
-    bucket = int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) % 10
+    bucket = hash_bucket(text, 10)
     return "test" if bucket == 0 else "calibration" if bucket == 1 else "train"
 
 

@@ -94,11 +94,12 @@ class EmbeddingProbeScorer(BaseScorer):
             text = resources.files("supervisor").joinpath(HEAD_FILE).read_text(encoding="utf-8")
         else:
             text = Path(head_path).read_text(encoding="utf-8")
-        heads = json.loads(text)["heads"]
+        payload = json.loads(text)
+        heads = payload["heads"]
         unknown = set(heads) - set(CATEGORIES)
         if unknown:
             raise ConfigError(f"embedding probe heads {sorted(unknown)} are not categories; known: {CATEGORIES}")
-        self.features = list(json.loads(text).get("features", ["minilm"]))
+        self.features = list(payload.get("features", ["minilm"]))
         if self.features not in (["minilm"], ["minilm", "lexical"]):
             raise ConfigError(f"embedding probe features {self.features} are not supported; known: minilm, lexical")
         self._lexical: BaseScorer | None = None
@@ -108,12 +109,12 @@ class EmbeddingProbeScorer(BaseScorer):
             self._lexical = LexicalScorer()
         self.categories = list(heads)
         # alt-profanity-check's probability, calibrated with the heads: its threshold reads act_threshold as toxicity
-        lexical_head = json.loads(text).get("lexical_head")
+        lexical_head = payload.get("lexical_head")
         self._lexical_shift: float | None = None
         if lexical_head is not None:
             if self._lexical is None or "toxicity" not in heads:
                 raise ConfigError("embedding probe: a lexical_head needs the lexical feature and a toxicity head")
-            threshold, reads = float(lexical_head["threshold_raw"]), float(json.loads(text).get("act_threshold", 0.6))
+            threshold, reads = float(lexical_head["threshold_raw"]), float(payload.get("act_threshold", 0.6))
             self._lexical_shift = math.log(threshold / (1 - threshold)) - math.log(reads / (1 - reads))
         self._weights = np.array([heads[c]["weights"] for c in self.categories], dtype=np.float32)
         self._bias = np.array([heads[c]["bias"] for c in self.categories], dtype=np.float32)

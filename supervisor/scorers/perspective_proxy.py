@@ -119,18 +119,17 @@ class PerspectiveProxyJudge(BaseScorer):
     def __init__(self, path: str | Path | None = None, mpnet: str | Path | None = None) -> None:
         source = Path(path) if path else Path(str(resources.files("supervisor").joinpath(JUDGE_FILE)))
         with np.load(source) as stored:
-            self._mpnet_weights, self._ngram_weights = stored["mpnet_weights"], stored["ngram_weights"]
-            self._idf = stored["idf"]
-            self._mpnet_bias, self._ngram_bias, self._shift = (float(v) for v in stored["biases"])
+            mpnet_bias, ngram_bias, self._shift = (float(v) for v in stored["biases"])
+            self._model: dict[str, Any] = {
+                "mpnet_weights": stored["mpnet_weights"], "ngram_weights": stored["ngram_weights"],
+                "idf": stored["idf"], "mpnet_bias": mpnet_bias, "ngram_bias": ngram_bias}
         from supervisor.scorers.embedding import SentenceEncoder
 
         self.encoder = SentenceEncoder(mpnet or mpnet_path())
         self.categories = ["toxicity"]
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        mpnet = self.encoder.encode(list(texts)) @ self._mpnet_weights + self._mpnet_bias
-        ngrams = tfidf(ngram_features(texts), self._idf) @ self._ngram_weights + self._ngram_bias
-        return np.asarray((mpnet + ngrams) / 2 - self._shift)
+        return _raw_logits(self._model, list(texts), self.encoder.encode(list(texts))) - self._shift
 
     def assess(self, texts: Sequence[str]) -> list[Assessment]:
         if not texts:
