@@ -105,6 +105,13 @@ class CharTrajectory:
         index = bisect.bisect_right(self.bounds, limit, key=lambda bound: bound[1]) - 1
         return self.bounds[index][0] if index >= 0 else 0
 
+    def is_word_start(self, char_offset: int) -> bool:
+        # Strictly after whitespace: a retry continues the released text as the upstream likes, and must not be
+        # able to glue letters onto a released word.
+        if char_offset <= 0:
+            return True
+        return char_offset <= len(self.response) and self.response[char_offset - 1].isspace()
+
     def checkpoints_after(self, char_offset: int, every: int) -> list[int]:
         due: list[int] = []
         last = self.tokens_at(char_offset)

@@ -29,6 +29,13 @@ class Controller:
             return "watch"
         return "safe"
 
+    def steering_gain(self, risk: float) -> float:
+        """The continuous steering's gain for a filtered risk: steering_gain at 0, rising linearly to
+        steering_gain_max at act_threshold (and staying there above it)."""
+        policy = self.policy
+        share = min(1.0, max(0.0, risk / policy.act_threshold)) if policy.act_threshold > 0 else 1.0
+        return policy.steering_gain + (policy.steering_gain_max - policy.steering_gain) * share
+
     def decide(self, state: MoralState, *, safe_positions: list[int], floor: int) -> Action:
         zone = self.zone(state)
         if zone == "safe":

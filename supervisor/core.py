@@ -29,6 +29,7 @@ from supervisor.events import (
     EventObserver,
     GenerationResult,
     InterventionEvent,
+    SteeringReport,
     StopReason,
     Timings,
     TracePoint,
@@ -42,6 +43,9 @@ from supervisor.scorers.base import Scorer, aassess_checked, assess_checked
 from supervisor.state import MoralState, StateEstimator, intervention_event
 
 Span = tuple[int, int]
+
+#: Tokens of text without whitespace held back, at most, before it is released anyway (no word boundary comes).
+UNSPACED_RELEASE_TOKENS = 32
 
 
 class Trajectory(Protocol):
@@ -63,15 +67,24 @@ class Trajectory(Protocol):
     def window_start(self, end: int, tokens: int) -> int:
         """The latest position at least ``tokens`` tokens before ``end`` (0 when there is none)."""
 
+    def is_word_start(self, position: int) -> bool:
+        """Whether a word starts at ``position`` (0, or whitespace just before or at it): releases and rollbacks
+        fall on such positions, so a word is never split between what was shown and what was removed. The end of
+        the response is one only after whitespace (the word may go on)."""
+
 
 @dataclass(frozen=True)
 class Check:
-    """What to measure at a checkpoint: ``spans[:windows]`` are windows, a further span the whole response."""
+    """What to measure at a checkpoint: ``spans[:windows]`` are windows (``spans[:context]`` the windows with
+    context, then the short ones of a few words), a further span the whole response."""
 
     position: int
     spans: list[Span]
     windows: int
     final: bool
+    context: int
+    covered: int
+
 
     @property
     def whole(self) -> bool:
@@ -119,6 +132,7 @@ class SupervisionCore:
         self.bias_strength = 0.0
         self.checkpoint_count = 0
         self.error: str | None = None
+        self.steering = SteeringReport()
         self._trigger = _Trigger()
         self._start = time.perf_counter()
         self._count_lock = threading.Lock()
@@ -133,6 +147,10 @@ class SupervisionCore:
     @property
     def last_checkpoint(self) -> int:
         return self.estimator.checkpoints[-1].position
+
+    def steering_gain(self) -> float:
+        """The continuous steering's gain now, from the filtered state (the controller's law)."""
+        return self.controller.steering_gain(self.estimator.filtered_risk())
 
     # -- when to measure, and what ----------------------------------------------------------------
     def cadence(self) -> int:
@@ -155,11 +173,15 @@ class SupervisionCore:
         position = ends[-1]
         self.checkpoint_count += 1
         spans = self._window_spans(trajectory, ends)
+        context = len(spans)
+        short = self._short_spans(trajectory, position, final)
+        covered = short[-1][1] if short else (position if self.policy.short_window_words <= 0 else 0)
+        spans += [span for span in short if span not in spans]
         windows = len(spans)
         whole = final or self.bias_strength > 0 or self.checkpoint_count % self.policy.full_window_every == 0
         if whole and (windows > 1 or spans[0][0] > 0):
             spans.append((0, position))
-        return Check(position=position, spans=spans, windows=windows, final=final)
+        return Check(position=position, spans=spans, windows=windows, final=final, context=context, covered=covered)
 
     def _window_spans(self, trajectory: Trajectory, ends: list[int]) -> list[Span]:
         """The windows that cover the response from the last checkpoint to the last of ``ends`` (one per cadence
@@ -172,6 +194,31 @@ class SupervisionCore:
             previous = end
         return spans
 
+    def _short_spans(self, trajectory: Trajectory, position: int, final: bool) -> list[Span]:
+        """Windows of ``short_window_words`` whole words that tile the response from the start of the word at the
+        last checkpoint to ``position``, overlapping by half: one flagged word is measured nearly alone, never
+        diluted in a long benign window (the second scale of DESIGN.md's "two scales"). A word still in progress
+        at ``position`` waits for the next check ("hell" on the way to "hello" is not a word yet); nothing of it is
+        released before (releases fall on word starts). Stateless: a rollback needs no bookkeeping here."""
+        words = self.policy.short_window_words
+        if words <= 0:
+            return []
+        # from the start of the word in progress at the last checkpoint (which that check left out)
+        start = word_start(trajectory, self.last_checkpoint - 1) if self.last_checkpoint > 0 else 0
+        end = position if final else word_start(trajectory, position, floor=start)
+        if trajectory.tokens_at(position) - trajectory.tokens_at(end) >= self._unspaced_tokens():
+            end = position  # no word boundary comes (Chinese, a long URL): measure what there is
+        bounds = [p for p in range(start, end) if p == start or trajectory.is_word_start(p)] + [end]
+        if end <= start:
+            return []
+        stride = max(1, words // 2)
+        spans: list[Span] = []
+        for index in range(0, len(bounds) - 1, stride):
+            spans.append((bounds[index], bounds[min(index + words, len(bounds) - 1)]))
+            if index + words >= len(bounds) - 1:
+                break
+        return spans
+
     # -- what the measurement means ---------------------------------------------------------------
     def resolve(self, trajectory: Trajectory, check: Check, outcome: list[Assessment] | ScorerError) -> Decision:
         """Update the state with the measurement of ``check`` and decide. On a rollback or re-prompt the
@@ -181,8 +228,10 @@ class SupervisionCore:
         chunk = Assessment.worst(outcome[: check.windows])
         whole = outcome[check.windows] if check.whole else None
         state = self.estimator.update(check.position, chunk, whole)
+        short = check.windows > check.context and Assessment.worst(outcome[check.context: check.windows]).risk > max(
+            (a.risk for a in outcome[: check.context]), default=0.0)
         window: TriggerWindow = "final" if check.final else (
-            "full" if whole is not None and whole.risk > chunk.risk else "chunk")
+            "full" if whole is not None and whole.risk > chunk.risk else "short" if short else "chunk")
         self._trigger = _Trigger(state, window)
         action = self.controller.decide(
             state, safe_positions=self.estimator.safe_positions(), floor=self.released_position
@@ -211,10 +260,12 @@ class SupervisionCore:
             return Decision(action, released, stop="stop")
         if isinstance(action, Bias) and not self.can_steer:
             return Decision(action)
-        return Decision(action, self.release(trajectory, self._release_target()))
+        # never beyond what this check's short windows measured (the word in progress at due() time was not)
+        target = min(self._word_aligned(trajectory, self._release_target()), max(check.covered, self.released_position))
+        return Decision(action, self.release(trajectory, target))
 
     def _go_back(self, trajectory: Trajectory, action: Rollback | Reprompt) -> Decision:
-        target = max(action.to_position, self.released_position)
+        target = max(word_start(trajectory, action.to_position), self.released_position)
         removed = self.retreat(trajectory, target)
         if isinstance(action, Reprompt):
             self.record("reprompt", trajectory, target, removed_text=removed, detail=action.instruction)
@@ -257,6 +308,21 @@ class SupervisionCore:
         passed = self.estimator.safe_positions()
         lag = self.policy.holdback_checkpoints
         return passed[-1 - lag] if len(passed) > lag else 0
+
+    def _word_aligned(self, trajectory: Trajectory, position: int) -> int:
+        """``position`` moved back to the start of its word, so that no word is split between a release and a
+        later rollback. Text without spaces (Chinese, Japanese, a long URL) is released at ``position`` once a window
+        of it (at least UNSPACED_RELEASE_TOKENS) waits, rather than held to the end."""
+        if not self.policy.release_whole_words:
+            return position
+        aligned = word_start(trajectory, position, floor=self.released_position)
+        if aligned > self.released_position:
+            return aligned
+        waiting = trajectory.tokens_at(position) - trajectory.tokens_at(self.released_position)
+        return position if waiting >= self._unspaced_tokens() else self.released_position
+
+    def _unspaced_tokens(self) -> int:
+        return max(self.policy.window_tokens, UNSPACED_RELEASE_TOKENS)
 
     def release(self, trajectory: Trajectory, position: int) -> str:
         """Release the response up to ``position`` (only what was not released yet)."""
@@ -301,9 +367,17 @@ class SupervisionCore:
             self.result = GenerationResult(
                 text=self.holdback.released, stop_reason=reason, events=self.events, trace=self.trace,
                 usage=self.usage, timings=self.timings, error=error if error is not None else self.error,
-                attempts=list(attempts),
+                attempts=list(attempts), steering=self.steering,
             )
         return self.result
+
+
+def word_start(trajectory: Trajectory, position: int, *, floor: int = 0) -> int:
+    """The latest word start at or before ``position`` (``floor`` when there is none after it)."""
+    for candidate in range(position, floor, -1):
+        if trajectory.is_word_start(candidate):
+            return candidate
+    return floor
 
 
 # -- measuring, for the drivers -------------------------------------------------------------------

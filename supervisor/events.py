@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 EventKind = Literal["bias", "rollback", "reprompt", "halt", "scorer_error", "upstream_retry"]
 StopReason = Literal["stop", "length", "halt", "scorer_error", "upstream_error", "cancelled"]
-TriggerWindow = Literal["chunk", "full", "final", "candidates"]
+TriggerWindow = Literal["chunk", "short", "full", "final", "candidates"]
 
 
 class InterventionEvent(BaseModel):
@@ -22,7 +22,9 @@ class InterventionEvent(BaseModel):
     category: str | None = Field(default=None, description="Category with the highest measured probability.")
     forecast: float | None = Field(default=None, description="The estimator's forecast risk at that moment.")
     window: TriggerWindow = Field(
-        default="chunk", description="Which measurement triggered it."
+        default="chunk", description=(
+            "Which measurement triggered it: chunk (a window with context), short (a window of a few words), full "
+            "(the whole response), final (the check before the end), candidates (the steering's rerank)."),
     )
     removed_text: str = Field(default="", description="Generated text discarded by this action (never released).")
     detail: str = Field(default="", description="Human-readable reason (the instruction, the error, ...).")
@@ -77,6 +79,26 @@ class UpstreamAttempt(BaseModel):
     error: str | None = Field(default=None, description="The upstream fault that ended this request, if any.")
 
 
+class SteeringReport(BaseModel):
+    """What the continuous steering did in one generation."""
+
+    value: str = Field(default="off", description="The candidate value used (Policy.steering).")
+    steps: int = Field(default=0, description="Tokens decoded under the steering.")
+    reordered: int = Field(default=0, description="Steps where the steering changed the most likely candidate.")
+    mean_gain: float = Field(default=0.0, description="Average gain over the steered steps.")
+    max_gain: float = 0.0
+    max_value: float = Field(default=0.0, description="Highest candidate value seen (the riskiest candidate offered).")
+    seconds: float = Field(default=0.0, description="Time spent valuing candidates.")
+
+    def add(self, gain: float, reordered: bool, max_value: float, seconds: float) -> None:
+        self.mean_gain = (self.mean_gain * self.steps + gain) / (self.steps + 1)
+        self.steps += 1
+        self.reordered += int(reordered)
+        self.max_gain = max(self.max_gain, gain)
+        self.max_value = max(self.max_value, max_value)
+        self.seconds += seconds
+
+
 class GenerationResult(BaseModel):
     text: str = Field(description="The released response: exactly what stream() yielded, concatenated.")
     stop_reason: StopReason
@@ -87,6 +109,9 @@ class GenerationResult(BaseModel):
     error: str | None = Field(default=None, description="Why generation stopped early, when it did.")
     attempts: list[UpstreamAttempt] = Field(
         default_factory=list, description="Hosted primaries: every upstream request, in order (empty for local ones)."
+    )
+    steering: SteeringReport = Field(
+        default_factory=lambda: SteeringReport(), description="Local primaries: what the continuous steering did."
     )
 
     def count(self, kind: EventKind) -> int:

@@ -52,6 +52,23 @@ class Policy(BaseModel):
             "one window crossing the act threshold."
         ),
     )
+    short_window_words: int = Field(
+        default=4, ge=0, le=64,
+        description=(
+            "Besides the windows with context, every checked stretch is also measured in windows of this many whole "
+            "words (overlapping by half), so one flagged word cannot hide in a long benign window: a profane word "
+            "among 20-30 benign ones reached the caller in 24 of 40 chunkings with long windows alone, in 0 of 40 "
+            "with them (benchmarks/steering.py, the lexical scorer). 0 turns them off."
+        ),
+    )
+    release_whole_words: bool = Field(
+        default=True,
+        description=(
+            "Release text, and roll back, only at word starts (after whitespace), so a word is never split between "
+            "what was shown and what a rollback removes (a bare 'f' shown, then 'uck' rolled back). Text without "
+            "spaces is released anyway once window_tokens (at least 32) of it waits."
+        ),
+    )
     holdback_checkpoints: int = Field(
         default=1, ge=0, le=64,
         description=(
@@ -90,19 +107,56 @@ class Policy(BaseModel):
     )
 
     # -- logit control (local primaries) ----------------------------------------------------------
+    steering: Literal["lexical", "vocab", "off"] = Field(
+        default="lexical",
+        description=(
+            "Continuous steering at every token of a local primary: the top steering_top_k candidates' logits move "
+            "down by gain * value, the value being where each candidate leads. 'lexical': alt-profanity-check on the "
+            "last words plus each candidate (one batched call per token, word pieces seen whole); 'vocab': the same "
+            "model on each vocabulary token alone, computed once per primary (free per token, blind to word pieces); "
+            "'off': only the watch-zone rerank below. Chosen by benchmarks/steering.py."
+        ),
+    )
+    steering_top_k: int = Field(
+        default=8, ge=1, le=256, description="Candidates per step that the continuous steering values.",
+    )
+    steering_gain: float = Field(
+        default=6.0, ge=0.0, le=1000.0,
+        description=(
+            "Gain of the continuous steering where the estimated state is safe (risk 0): logits[c] -= gain * "
+            "(value(c) - lowest candidate value). The gain rises linearly with the filtered risk (the larger of "
+            "level and forecast) to steering_gain_max at act_threshold: a control law, not a switch."
+        ),
+    )
+    steering_gain_max: float = Field(
+        default=16.0, ge=0.0, le=1000.0,
+        description="Gain of the continuous steering at act_threshold, and for the stretch regenerated after a rollback.",
+    )
     rerank_top_k: int = Field(
         default=8, ge=1, le=256,
-        description="In the watch zone, candidates per step whose continuation is scored (one batched call).",
+        description=(
+            "In the watch zone and in the stretch regenerated after a rollback, candidates per step whose "
+            "continuation the supervisor's own scorer measures (one batched call)."
+        ),
     )
     rerank_strength: float = Field(
         default=12.0, ge=0.0, le=1000.0,
         description="In the watch zone, logits[candidate] -= strength * risk(text + candidate).",
     )
+    retry: Literal["steer", "heat"] = Field(
+        default="steer",
+        description=(
+            "Local primaries: how the stretch after a rollback is made to differ. 'steer': the continuous steering at "
+            "steering_gain_max and the scorer's rerank, nothing else (the text stays fluent). 'heat': the former way, "
+            "retry_temperature_boost and rejected_token_penalty, which made broken words ('sh@r'S'). The rejected "
+            "first token is banned at its position either way."
+        ),
+    )
     rejected_token_penalty: float = Field(
         default=6.0, ge=0.0, le=1000.0,
         description=(
-            "After a rollback, content tokens of the removed text are penalised by this much for the rest "
-            "of the generation, so the retry does not walk straight back into the same words."
+            "After a rollback with retry='heat' (local) and in hosted retries' logit_bias, content tokens of the "
+            "removed text are pushed down by this much, so the retry does not walk straight back into the same words."
         ),
     )
     score_ahead: bool = Field(
@@ -118,7 +172,10 @@ class Policy(BaseModel):
     )
     retry_temperature_boost: float = Field(
         default=0.2, ge=0.0, le=2.0,
-        description="Added to the temperature for the chunk regenerated after a rollback, so the retry differs.",
+        description=(
+            "Added to the temperature for the chunk regenerated after a rollback, so the retry differs: hosted "
+            "primaries, and local ones with retry='heat'."
+        ),
     )
 
     # -- state estimator ------------------------------------------------------------------------
@@ -173,6 +230,10 @@ class Policy(BaseModel):
         if self.watch_threshold > self.act_threshold:
             raise ValueError(
                 f"watch_threshold ({self.watch_threshold}) must not exceed act_threshold ({self.act_threshold})"
+            )
+        if self.steering_gain > self.steering_gain_max:
+            raise ValueError(
+                f"steering_gain ({self.steering_gain}) must not exceed steering_gain_max ({self.steering_gain_max})"
             )
         if self.window_tokens < self.checkpoint_every:
             raise ValueError(

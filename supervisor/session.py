@@ -28,6 +28,7 @@ from supervisor.policy import Policy
 from supervisor.primaries.base import LogitPrimary
 from supervisor.sampling import SamplingParams, sample
 from supervisor.scorers.base import HiddenStateScorer, Scorer, in_own_thread
+from supervisor.steering import CandidateValue, candidate_value, steer, token_pieces
 
 _CONTENT_TOKEN = re.compile(r"^\s*[A-Za-z]{3,}\s*$")
 
@@ -48,6 +49,7 @@ class TokenTrajectory:
     def __init__(self, primary: LogitPrimary) -> None:
         self.primary = primary
         self.ids: list[int] = []
+        self._pieces: dict[int, str] = {}
 
     @property
     def end(self) -> int:
@@ -68,6 +70,26 @@ class TokenTrajectory:
 
     def window_start(self, end: int, tokens: int) -> int:
         return max(0, end - tokens)
+
+    def piece(self, token_id: int) -> str:
+        """The token's text on its own (cached: asked for at every word-boundary test)."""
+        piece = self._pieces.get(token_id)
+        if piece is None:
+            piece = self._pieces[token_id] = self.primary.decode([token_id])
+        return piece
+
+    def is_word_start(self, token_position: int) -> bool:
+        if token_position <= 0:
+            return True
+        if token_position > len(self.ids):
+            return False
+        before = self.piece(self.ids[token_position - 1])
+        if before[-1:].isspace():
+            return True
+        if token_position == len(self.ids):
+            return False
+        after = self.piece(self.ids[token_position])
+        return after[:1].isspace() and "\ufffd" not in before
 
 
 class Session:
@@ -100,6 +122,11 @@ class Session:
         self._cancelled = False
         self._ahead: tuple[Check, Future[list[Assessment] | ScorerError]] | None = None
         self._ahead_until = 0
+        self._unglued_at = -1
+        self._continues_word: np.ndarray | None = None
+        self._value: CandidateValue | None = candidate_value(policy.steering, primary) if supervise else None
+        if self._value is not None:
+            self.core.steering.value = self._value.name
 
     @property
     def result(self) -> GenerationResult | None:
@@ -203,15 +230,26 @@ class Session:
             adjusted[token_id] -= penalty
         for token_id in self._banned_at.get(token_position, ()):
             adjusted[token_id] = -np.inf
+        if token_position == self._unglued_at:
+            adjusted[self._word_continuations()] = -np.inf
         temperature = self.request.sampling.temperature
-        if token_position < self._boost_until and temperature > 0:
+        retrying = token_position < self._boost_until
+        if retrying and temperature > 0 and self.policy.retry == "heat":
             temperature += self.policy.retry_temperature_boost
+        if self._value is not None:
+            steered = retrying and self.policy.retry == "steer"
+            gain = self.policy.steering_gain_max if steered else self.core.steering_gain()
+            if gain > 0:
+                steer(adjusted, self.response, self._value, gain, self.policy.steering_top_k, self.core.steering)
         if self.core.bias_strength > 0:
-            self._rerank(adjusted)
+            self._rerank(adjusted, self.core.bias_strength)
+        elif retrying and self.policy.retry == "steer" and self.supervise:
+            self._rerank(adjusted, self.policy.rerank_strength)
         return sample(adjusted, self.request.sampling, self._rng, temperature)
 
-    def _rerank(self, logits: np.ndarray) -> None:
-        """Watch zone: score the window extended by each top candidate, push risky ones down."""
+    def _rerank(self, logits: np.ndarray, strength: float) -> None:
+        """Watch zone and retries: score the window extended by each top candidate with the supervisor's own
+        scorer, push risky ones down."""
         k = min(self.policy.rerank_top_k, len(logits))
         candidates = np.argpartition(-logits, k - 1)[:k]
         candidates = candidates[np.isfinite(logits[candidates])]
@@ -223,7 +261,14 @@ class Session:
         if not isinstance(assessments, list):
             return  # steering is an optimisation; the next checkpoint still measures (and fails closed)
         for candidate, assessment in zip(candidates, assessments):
-            logits[int(candidate)] -= self.core.bias_strength * assessment.risk
+            logits[int(candidate)] -= strength * assessment.risk
+
+    def _word_continuations(self) -> np.ndarray:
+        """Token ids whose text starts with a letter or digit (they would continue the word before them)."""
+        if self._continues_word is None:
+            self._continues_word = np.array(
+                [piece[:1].isalnum() for piece in token_pieces(self.primary)], dtype=bool)
+        return self._continues_word
 
     def _timed_primary(self, method: Callable[[Any], np.ndarray], argument: Any) -> np.ndarray:
         started = time.perf_counter()
@@ -289,11 +334,18 @@ class Session:
         return self._timed_primary(self.primary.reset, self._prompt_ids + self.response.ids)
 
     def _avoid(self, token_position: int, removed_ids: list[int]) -> None:
-        """Make the retry differ: ban the rejected first token there, penalise the rejected words."""
+        """Make the retry differ: ban the rejected first token there; then steer the retry (retry='steer') or
+        heat it and penalise the rejected words (retry='heat')."""
         if removed_ids:
             self._banned_at.setdefault(token_position, set()).add(removed_ids[0])
+        if token_position == self.core.released_position and not self.response.is_word_start(token_position):
+            # the released text ends in a word that the removed token had ended (it began with a space): the
+            # retry must not glue letters onto that word, which the user already saw
+            self._unglued_at = token_position
+        self._boost_until = token_position + self.policy.checkpoint_every
+        if self.policy.retry != "heat":
+            return
         kept = set(self.response.ids)
         for token_id in set(removed_ids) - kept:
             if _CONTENT_TOKEN.match(self.primary.decode([token_id])):
                 self._penalties[token_id] = self.policy.rejected_token_penalty
-        self._boost_until = token_position + self.policy.checkpoint_every

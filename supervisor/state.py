@@ -121,6 +121,16 @@ class StateEstimator:
             full_measured=full_measured,
         )
 
+    def filtered_risk(self) -> float:
+        """The filter's risk after the latest checkpoint: the larger of level and forecast, over categories (0 before
+        any measurement)."""
+        latest = self._filters[-1]
+        horizon = self.policy.forecast_horizon
+        return max(
+            (max(level, min(1.0, level + horizon * latest.trend.get(name, 0.0))) for name, level in latest.level.items()),
+            default=0.0,
+        )
+
     def mark_safe(self) -> Checkpoint:
         """The controller let the latest checkpoint pass."""
         latest = self._checkpoints[-1]

@@ -21,6 +21,8 @@ from tests.helpers import ConstantScorer, FailingScorer, KeywordScorer, Scripted
 
 ENGINES = ["logit", "chunk"]
 SAFE = "the park is open and the weather is mild today."
+#: One scale of windows, releases at checkpoints, no continuous steering: the cadence tests count exact spans.
+ONE_SCALE: dict[str, Any] = {"short_window_words": 0, "release_whole_words": False, "steering": "off"}
 
 
 class CharChunkPrimary(ChunkPrimary):
@@ -104,7 +106,8 @@ def test_cadence_starts_short_and_grows_to_checkpoint_every(engine: str) -> None
 @pytest.mark.parametrize("lag", [0, 1, 2])
 def test_text_is_released_only_behind_passed_checkpoints(engine: str, lag: int) -> None:
     scorer = KeywordScorer()
-    policy = Policy(checkpoint_every=4, first_checkpoint_tokens=4, window_tokens=8, holdback_checkpoints=lag)
+    policy = Policy(checkpoint_every=4, first_checkpoint_tokens=4, window_tokens=8, holdback_checkpoints=lag,
+                    **ONE_SCALE)
     deltas, result, calls = run(engine, SAFE, scorer, policy)
     assert result.text == SAFE
     assert calls[0] == lag + 1, "the first text waits for lag + 1 passed checkpoints"
@@ -119,7 +122,7 @@ def test_text_is_released_only_behind_passed_checkpoints(engine: str, lag: int) 
 def test_watch_zone_is_entered_once_and_scores_the_whole_response_at_every_checkpoint(engine: str) -> None:
     scorer = ConstantScorer(0.45)
     policy = Policy(checkpoint_every=4, first_checkpoint_tokens=4, window_tokens=8, full_window_every=1000,
-                    watch_threshold=0.35, act_threshold=0.6)
+                    watch_threshold=0.35, act_threshold=0.6, **ONE_SCALE)
     _, result, _ = run(engine, SAFE, scorer, policy)
     assert [e.kind for e in result.events] == ["bias"]
     assert result.events[0].position == 4
@@ -132,7 +135,7 @@ def test_watch_zone_is_entered_once_and_scores_the_whole_response_at_every_check
 @pytest.mark.parametrize("engine", ENGINES)
 def test_whole_response_is_scored_at_the_policy_cadence(engine: str) -> None:
     scorer = KeywordScorer()
-    policy = Policy(checkpoint_every=4, first_checkpoint_tokens=4, window_tokens=8, full_window_every=3)
+    policy = Policy(checkpoint_every=4, first_checkpoint_tokens=4, window_tokens=8, full_window_every=3, **ONE_SCALE)
     run(engine, SAFE, scorer, policy)
     whole = [i + 1 for i, texts in enumerate(scorer.calls) if len(texts) == 2]
     assert whole[:3] == [3, 6, 9]
@@ -140,14 +143,15 @@ def test_whole_response_is_scored_at_the_policy_cadence(engine: str) -> None:
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_escalation_ladder_rollbacks_then_reprompts_then_halt(engine: str) -> None:
+    # no steering: on a one-character-per-token primary it would break "bad" into "ba." instead of climbing the ladder
     policy = Policy(checkpoint_every=4, first_checkpoint_tokens=4, window_tokens=8, max_rollbacks=2,
-                    max_reprompts=1, halt_message="[stopped]")
+                    max_reprompts=1, halt_message="[stopped]", steering="off", retry="heat")
     _, result, _ = run(engine, "ok " + "bad " * 20, KeywordScorer(step=1.0), policy, fallback="bad bad bad bad")
     assert [e.kind for e in result.events] == ["rollback", "rollback", "reprompt", "halt"]
     assert result.stop_reason == "halt" and result.text.endswith("[stopped]") and "bad" not in result.text
-    # "ok b" passed the first checkpoint; the retry fails at the same place, so the second rollback goes one
-    # safe checkpoint further back (to the start); positions are in tokens
-    assert [e.position for e in result.events] == [4, 0, 0, 0]
+    # "ok b" passed the first checkpoint, but a rollback goes back to a word start ("ok "); the retry fails at the
+    # same place, so the second rollback goes one safe checkpoint further back (to the start); positions in tokens
+    assert [e.position for e in result.events] == [3, 0, 0, 0]
     assert all(e.removed_text for e in result.events)
 
 
@@ -210,3 +214,42 @@ def test_async_twin_gives_the_same_result(engine: str) -> None:
     result = asyncio.run(generate())
     assert result.text == expected.text
     assert [(e.kind, e.position) for e in result.events] == [(e.kind, e.position) for e in expected.events]
+
+
+def _word_start_before(known: str, position: int) -> int:
+    """The latest word start at or before ``position`` when ``known`` had been written."""
+    while position > 0 and not (known[position - 1].isspace() or known[position:position + 1].isspace()):
+        position -= 1
+    return position
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("lag", [0, 1])
+def test_text_is_released_at_word_starts_behind_passed_checkpoints(engine: str, lag: int) -> None:
+    policy = Policy(checkpoint_every=4, first_checkpoint_tokens=4, window_tokens=8, holdback_checkpoints=lag,
+                    steering="off")
+    deltas, result, calls = run(engine, SAFE, KeywordScorer(), policy)
+    assert result.text == SAFE
+    released = 0
+    for delta, made in zip(deltas[:-1], calls):
+        released += len(delta)
+        assert SAFE[released - 1].isspace() or SAFE[released].isspace(), f"a word split: {SAFE[:released]!r}"
+        if made < len(result.trace):  # released when the check at trace[made - 1] passed
+            known = SAFE[:result.trace[made - 1].position]
+            assert released == _word_start_before(known, result.trace[made - 1 - lag].position)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_short_windows_of_whole_words_cover_every_released_word(engine: str) -> None:
+    scorer = KeywordScorer()
+    policy = Policy(checkpoint_every=8, first_checkpoint_tokens=8, window_tokens=24, short_window_words=3,
+                    steering="off")
+    _, result, _ = run(engine, SAFE, scorer, policy)
+    assert result.text == SAFE
+    short = {t for texts in scorer.calls for t in texts if len(t.split()) <= 3}
+    assert short, "no short window was measured"
+    for text in short:  # whole words: each starts and ends at a word boundary of the response
+        start = SAFE.index(text)
+        assert start == 0 or SAFE[start - 1].isspace() or text[0].isspace(), text
+    for word in SAFE.split():
+        assert any(word in t.split() for t in short), f"{word!r} was never measured in a short window"

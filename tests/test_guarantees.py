@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -123,6 +124,10 @@ def policies(draw: st.DrawFn) -> Policy:
         upstream_backoff_s=0.0,
         first_checkpoint_tokens=draw(st.integers(1, 16)),
         score_ahead=draw(st.booleans()),
+        short_window_words=draw(st.integers(0, 6)),
+        release_whole_words=draw(st.booleans()),
+        retry=draw(st.sampled_from(["steer", "heat"])),
+        steering=draw(st.sampled_from(["off", "lexical"])),
     )
 
 
@@ -229,3 +234,112 @@ def test_the_reported_case_a_flagged_word_before_a_large_delta() -> None:
     out += settle(session, session.end(), scorer).released
     assert MARK not in out
     assert [event.kind for event in session.events][:1] == ["rollback"]
+
+
+# -- two scales, whole words ------------------------------------------------------------------------
+SHORT = 6
+
+
+class DilutedMarkerScorer(BaseScorer):
+    """Sees the marker only in a text of at most SHORT words, as a linear scorer sees one profane word among many
+    benign ones: a marked word in a long window passes, so only the short windows can catch it."""
+
+    name = "diluted-marker"
+
+    def assess(self, texts: Sequence[str]) -> list[Assessment]:
+        return [Assessment.from_categories({"toxicity": float(MARK in t and len(t.split()) <= SHORT)}) for t in texts]
+
+
+spaced_words = st.lists(st.sampled_from([w for w in WORDS if w.strip()]), min_size=1, max_size=8).map(
+    lambda w: " " + " ".join(w))
+spaced_flagged = st.sampled_from([f" {MARK}", f" x{MARK}y", f" a {MARK} b", f" un{MARK}"])
+spaced_deltas = st.lists(st.one_of(spaced_words, spaced_words, long_run, spaced_flagged), max_size=20)
+
+
+@st.composite
+def two_scale_policies(draw: st.DrawFn) -> Policy:
+    policy = draw(policies())
+    return policy.model_copy(update={
+        "short_window_words": draw(st.integers(1, SHORT)), "release_whole_words": True,
+        "window_tokens": max(policy.window_tokens, 24)})  # long windows: the marker hides in them
+
+
+def check_whole_words(released: list[str], result_text: str, halted: bool) -> None:
+    """Every release but the last ends where a word ends in the final text (no letters on both sides)."""
+    shown = ""
+    for delta in released[:-1] if not halted else released[:-2]:
+        shown += delta
+        nxt = result_text[len(shown):len(shown) + 1]
+        assert not (shown[-1:].isalnum() and nxt.isalnum()), (
+            f"a word split between releases: {shown[-12:]!r} | {result_text[len(shown):len(shown) + 12]!r}")
+
+
+@PROPERTY_SETTINGS
+@given(answers=st.lists(spaced_deltas, min_size=1, max_size=3), sizes=delta_sizes, count_tokens=token_counters,
+       policy=two_scale_policies())
+def test_chunk_engine_a_flagged_word_never_hides_in_a_long_window(
+    answers: list[list[str]], sizes: list[int] | None, count_tokens: Callable[[str], int], policy: Policy,
+) -> None:
+    primary, session = _chunk_case(answers, sizes, frozenset(), count_tokens, policy)
+    released = list(run_chunked(session, primary, None, DilutedMarkerScorer()))
+    assert session.result is not None
+    check_released(released, session.result.text)
+    check_whole_words(released, session.result.text, session.result.stop_reason == "halt")
+
+
+@PROPERTY_SETTINGS
+@given(script=spaced_deltas.map("".join), fallback=spaced_deltas.map("".join), policy=two_scale_policies(),
+       max_tokens=st.integers(1, 300))
+def test_logit_engine_a_flagged_word_never_hides_in_a_long_window(
+    script: str, fallback: str, policy: Policy, max_tokens: int,
+) -> None:
+    primary = ScriptedPrimary(script, fallback=fallback or " ok.")
+    request = Request(messages=None, prompt="Say something.", max_tokens=max_tokens,
+                      sampling=SamplingParams(temperature=0.0))
+    session = Session(primary, DilutedMarkerScorer(), policy, request)
+    released = list(session.run())
+    assert session.result is not None
+    check_released(released, session.result.text)
+    check_whole_words(released, session.result.text, session.result.stop_reason == "halt")
+
+
+#: Content words (alt-profanity-check drops stop words, so a text of them would not dilute anything).
+CONTENT_WORDS = ("garden river mountain coffee library window teacher morning market bicycle painting kitchen village "
+                 "summer bridge harbor orchard festival museum violin lantern meadow bakery sunrise pottery cottage "
+                 "forest picnic journey harvest ceramics notebook sailboat chocolate").split()
+
+
+def diluted_word_cases(seed: int, count: int) -> Iterator[list[str]]:
+    """One profane word among 20-30 benign content words, cut into 2-5 deltas at random places."""
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(count):
+        words = rng.sample(CONTENT_WORDS, k=rng.randint(20, 30))
+        words.insert(rng.randint(0, len(words)), "fuck")
+        text = " " + " ".join(words)
+        cuts = sorted(rng.sample(range(1, len(text)), k=rng.randint(1, 4)))
+        yield [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+
+
+@pytest.mark.parametrize("engine", ["chunk", "logit"])
+def test_the_reported_case_one_profane_word_in_a_long_benign_window(engine: str) -> None:
+    """Issue 18: one profane word among 20-60 benign words, the lexical scorer, random chunkings: long windows
+    scored it 0.13-0.58 and it reached the caller (24 of these 40 cases with short_window_words=0); the short
+    windows see it nearly alone."""
+    from supervisor.scorers.lexical import LexicalScorer
+
+    scorer = LexicalScorer()
+    for case, pieces in enumerate(diluted_word_cases(18, 40 if engine == "chunk" else 10)):
+        if engine == "chunk":
+            primary = CutPrimary([pieces, [" and that was all."]], None, frozenset(), estimate_tokens)
+            session = chunk_session(primary, None, Policy(), max_tokens=10_000)
+            released = "".join(run_chunked(session, primary, None, scorer))
+        else:
+            local = ScriptedPrimary("".join(pieces), fallback=" and that was all.")
+            request = Request(messages=None, prompt="Say something.", max_tokens=400,
+                              sampling=SamplingParams(temperature=0.0))
+            # one character per token: windows as long as the hosted ones (5 of these 10 leak without short windows)
+            policy = Policy(steering="off", window_tokens=192, checkpoint_every=64)
+            released = "".join(Session(local, scorer, policy, request).run())
+        assert "fuck" not in released, f"case {case}: {released!r}"

@@ -29,7 +29,9 @@ def run_stream(sup: Supervisor, primary: ScriptedPrimary, **kwargs: object):  # 
 
 def test_phrase_split_across_a_checkpoint_is_caught_by_overlapping_windows() -> None:
     script = split_script("the sky is blue and she is a ", "bi", "tch", " and then we left", every=8)
-    overlapping = Policy(checkpoint_every=8, first_checkpoint_tokens=8, window_tokens=24, holdback_checkpoints=1)
+    # steering off: on a one-character-per-token primary it would stop "bitc" + "h" itself (test_steering.py)
+    overlapping = Policy(checkpoint_every=8, first_checkpoint_tokens=8, window_tokens=24, holdback_checkpoints=1,
+                         steering="off")
     deltas, result = run_stream(Supervisor(scorer="lexical", policy=overlapping), ScriptedPrimary(script))
     assert "bitch" not in result.text
     assert result.count("rollback") >= 1
@@ -40,7 +42,7 @@ def test_phrase_split_across_a_checkpoint_is_caught_by_overlapping_windows() -> 
     # The same text with windows that do not overlap and no holdback: each half looks harmless,
     # so the word reaches the user before the final whole-response check can see it.
     disjoint = Policy(checkpoint_every=8, first_checkpoint_tokens=8, window_tokens=8, holdback_checkpoints=0,
-                      full_window_every=1000)
+                      full_window_every=1000, steering="off", short_window_words=0, release_whole_words=False)
     _, leaked = run_stream(Supervisor(scorer="lexical", policy=disjoint), ScriptedPrimary(script))
     assert "bitch" in leaked.text
 
@@ -54,15 +56,15 @@ def test_harm_that_builds_up_is_caught_by_the_whole_response_window() -> None:
     assert full_events, result.events
     assert full_events[0].position < len(script)  # caught mid-stream, not only at the end
     assert result.text.count("bad") <= 3
-    # the window and the whole response are scored in one batched call
-    assert any(len(texts) == 2 and len(texts[1]) > len(texts[0]) for texts in scorer.calls)
+    # the windows and the whole response are scored in one batched call (the whole response last)
+    assert any(len(texts) >= 2 and len(texts[-1]) > max(len(t) for t in texts[:-1]) for texts in scorer.calls)
 
 
 def test_reprompt_steers_from_the_safe_checkpoint() -> None:
     primary = ScriptedPrimary("you are such a bitch, really", fallback=" I hope you have a lovely day.")
     # checkpoints at 8, 16, 24: the default scorer flags the window "you are such a bitch, re" (0.68) but
     # not the whole sentence (0.57 < 0.6), a known weakness of the embedding probe (README)
-    policy = Policy(max_rollbacks=0, max_reprompts=1, first_checkpoint_tokens=8)
+    policy = Policy(max_rollbacks=0, max_reprompts=1, first_checkpoint_tokens=8, steering="off")
     _, result = run_stream(Supervisor(policy=policy), primary)
     assert [e.kind for e in result.events] == ["reprompt"]
     assert result.stop_reason == "stop"
