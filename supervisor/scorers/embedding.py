@@ -58,14 +58,21 @@ class SentenceEncoder:
         self._model = AutoModel.from_pretrained(str(self.path)).eval()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts`` (one row each, in order), encoded in batches of similar length
+        (:func:`length_batches`), so that a check's few-word windows are not padded to the whole response's length."""
         import torch
 
         with self._lock:
             if self._model is None:
                 self._load()
-            chunks = []
-            for start in range(0, len(texts), self.batch_size):
-                batch = [t if t.strip() else "." for t in texts[start : start + self.batch_size]]
+            clean = [t if t.strip() else "." for t in texts]
+            if not clean:
+                return np.zeros((0, 384), dtype=np.float32)
+            lengths = [len(ids) for ids in self._tokenizer(clean, truncation=True, max_length=self.max_length)["input_ids"]]
+            order = sorted(range(len(clean)), key=lambda i: lengths[i])
+            out = np.zeros((len(clean), 0), dtype=np.float32)
+            for start, end in length_batches([lengths[i] for i in order], self.batch_size):
+                batch = [clean[i] for i in order[start:end]]
                 encoded = self._tokenizer(
                     batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
                 )
@@ -73,8 +80,36 @@ class SentenceEncoder:
                     hidden = self._model(**encoded).last_hidden_state
                 mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                chunks.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-        return np.concatenate(chunks) if chunks else np.zeros((0, 384), dtype=np.float32)
+                rows = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+                if out.shape[1] == 0:
+                    out = np.zeros((len(clean), rows.shape[1]), dtype=np.float32)
+                out[order[start:end]] = rows
+        return out
+
+
+#: A forward pass costs about as much as this many padded tokens on top of its rows (7 ms against 0.18 ms per
+#: token-row for MiniLM on 2 cores): what one more batch must save in padding to be worth it.
+FORWARD_COST_TOKENS = 40
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[tuple[int, int]]:
+    """Cut ``lengths`` (sorted ascending) into consecutive batches minimising sum(FORWARD_COST_TOKENS + rows *
+    longest) (padding is to the longest), at most ``batch_size`` rows each. A check's window, the whole response
+    and four short windows took 72 ms as one padded batch on 2 cores."""
+    n = len(lengths)
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for end in range(1, n + 1):
+        for start in range(max(0, end - batch_size), end):
+            cost = best[start] + FORWARD_COST_TOKENS + (end - start) * lengths[end - 1]
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    batches: list[tuple[int, int]] = []
+    end = n
+    while end > 0:
+        batches.append((cut[end], end))
+        end = cut[end]
+    return batches[::-1]
 
 
 @functools.lru_cache(maxsize=1)
