@@ -22,6 +22,9 @@ def main() -> None:
     assert result is not None
     for event in result.events:
         print(f"  {event.kind} at token {event.position}: risk {event.risk:.2f}, removed {event.removed_text!r}")
+    steering = result.steering
+    print(f"steering ({steering.value}): {steering.reordered} of {steering.steps} tokens steered away from their "
+          f"favourite, gain {steering.mean_gain:.1f} on average")
     print(f"stop: {result.stop_reason}; {result.usage.completion_tokens} tokens released, "
           f"{result.usage.discarded_tokens} discarded; {result.timings.total_s:.2f} s")
 

@@ -24,12 +24,19 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from supervisor.actions import Reprompt
-from supervisor.assessment import Assessment
+from supervisor.assessment import CATEGORIES, Assessment
 from supervisor.core import Check, SupervisionCore, ameasure, measure
 from supervisor.errors import ScorerError, UpstreamError, UpstreamFault
 from supervisor.events import EventObserver, GenerationResult, StopReason, UpstreamAttempt
 from supervisor.policy import Policy
-from supervisor.primaries.chunk import Attempt, AttemptReason, ChunkPrimary, UpstreamDelta, estimate_tokens
+from supervisor.primaries.chunk import (
+    Attempt,
+    AttemptReason,
+    Candidate,
+    ChunkPrimary,
+    UpstreamDelta,
+    estimate_tokens,
+)
 from supervisor.scorers.base import Scorer
 
 #: max_tokens for a session whose caller set no limit (the upstream's own limit applies).
@@ -106,11 +113,13 @@ class CharTrajectory:
         return self.bounds[index][0] if index >= 0 else 0
 
     def is_word_start(self, char_offset: int) -> bool:
-        # Strictly after whitespace: a retry continues the released text as the upstream likes, and must not be
-        # able to glue letters onto a released word.
         if char_offset <= 0:
             return True
-        return char_offset <= len(self.response) and self.response[char_offset - 1].isspace()
+        if char_offset > len(self.response):
+            return False
+        if self.response[char_offset - 1].isspace():
+            return True
+        return char_offset < len(self.response) and self.response[char_offset].isspace()
 
     def checkpoints_after(self, char_offset: int, every: int) -> list[int]:
         due: list[int] = []
@@ -150,7 +159,8 @@ class ChunkSession:
         self._attempts: list[UpstreamAttempt] = []
         self._instruction: str | None = None
         self._logit_bias: dict[int, int] = {}
-        self._pending: Check | Literal["words"] | None = None
+        self._pending: Check | Literal["words"] | _Candidates | None = None
+        self._after_check: Literal["continue"] | None = None
         self._restart_reason: AttemptReason = "rollback"
         self._removed_words: list[str] = []
         self._finish_reason: str | None = None
@@ -183,18 +193,25 @@ class ChunkSession:
         if self._attempts and self._attempts[-1].completion_tokens is None:
             self._attempts[-1].completion_tokens = self._stream_tokens  # the server did not say: our count
 
-    def _attempt(self, reason: AttemptReason) -> Attempt:
+    def _attempt(self, reason: AttemptReason, *, streaming: bool = False) -> Attempt:
+        """The next request. After a rollback or re-prompt it asks for ``best_of`` candidates of one block, unless
+        ``streaming`` (the candidates did not pass: stream as usual)."""
         self._close_attempt()
         prefix = self.response.response
+        left = max(1, self.max_tokens - self.response.tokens)
+        best_of = self.policy.best_of if reason in ("rollback", "reprompt") and not streaming else 1
         attempt = Attempt(
             index=len(self._attempts),
             reason=reason,
             prefix=prefix,
             instruction=self._instruction,
             logit_bias=dict(self._logit_bias),
-            max_tokens=max(1, self.max_tokens - self.response.tokens),
+            max_tokens=min(left, self.policy.best_of_block_tokens) if best_of > 1 else left,
             temperature_boost=self.policy.retry_temperature_boost if reason in ("rollback", "reprompt") else 0.0,
+            candidates=best_of,
         )
+        if best_of > 1:
+            return attempt  # its requests are recorded when the candidates come back (choose)
         self._attempts.append(UpstreamAttempt(
             index=attempt.index, reason=reason, prefix_chars=len(prefix), logit_bias_entries=len(attempt.logit_bias),
         ))
@@ -242,8 +259,11 @@ class ChunkSession:
             if not isinstance(outcome, ScorerError):
                 self._ban_words(outcome)
             return Step(restart=self._attempt(self._restart_reason))
+        if isinstance(pending, _Candidates):
+            return self._chosen(pending, outcome)
         if pending is None:
             raise RuntimeError("resolve() called with no check pending")
+        after, self._after_check = self._after_check, None
         decision = self.core.resolve(self.response, pending, outcome)
         if decision.target is not None:
             self.response.truncate(decision.target)
@@ -251,6 +271,8 @@ class ChunkSession:
             reason = self._stop_reason() if decision.stop == "stop" else decision.stop
             return self._done(reason, decision.released)
         if decision.target is None:
+            if after == "continue":
+                return Step(released=decision.released, restart=self._attempt("continue"))
             return Step(released=decision.released)
         if isinstance(decision.action, Reprompt):
             self._instruction = decision.action.instruction
@@ -289,11 +311,72 @@ class ChunkSession:
                     return
                 self._logit_bias[ids[0]] = min(value, self._logit_bias.get(ids[0], 0))
 
+    # -- best-of-K ------------------------------------------------------------------------------
+    def choose(self, attempt: Attempt, candidates: Sequence[Candidate]) -> Step:
+        """The candidates of a best-of-K ``attempt`` came back: asks to measure them (one batch: each candidate
+        after the context window of the checked prefix, and in windows of a few words)."""
+        start = self.response.window_start(self.response.end, self.policy.window_tokens)
+        context = self.response.text(start, self.response.end)
+        texts: list[str] = []
+        owners: list[int] = []
+        for index, candidate in enumerate(candidates):
+            tokens = candidate.completion_tokens or self.count_tokens(candidate.text)
+            self.core.usage.generated_tokens += tokens
+            self._attempts.append(UpstreamAttempt(
+                index=len(self._attempts), reason="candidate", prefix_chars=len(attempt.prefix),
+                logit_bias_entries=len(attempt.logit_bias), prompt_tokens=candidate.prompt_tokens,
+                completion_tokens=tokens, finish_reason=candidate.finish_reason,
+            ))
+            pieces = [context + candidate.text, *_word_windows(candidate.text, self.policy.short_window_words)]
+            texts.extend(pieces)
+            owners.extend([index] * len(pieces))
+        self._pending = _Candidates(attempt, list(candidates), owners)
+        return Step(check=texts)
+
+    def _chosen(self, pending: _Candidates, outcome: list[Assessment] | ScorerError) -> Step:
+        """Continue with the safest candidate that passes; with none (or no measurement), stream as usual: the
+        checks that follow decide either way."""
+        risks: list[float] = [0.0] * len(pending.candidates)
+        passes = [True] * len(pending.candidates)
+        if isinstance(outcome, ScorerError):
+            passes = [False] * len(passes)
+        else:
+            for owner, assessment in zip(pending.owners, outcome):
+                risks[owner] = max(risks[owner], assessment.risk)
+                if assessment.risk >= self.policy.act_threshold or any(
+                        assessment.categories.get(name, 0.0) >= self.policy.act_threshold_for(name)
+                        for name in CATEGORIES):
+                    passes[owner] = False
+        usable = [i for i, ok in enumerate(passes) if ok and pending.candidates[i].text
+                  and pending.candidates[i].finish_reason != "tool_calls"]
+        if not usable:
+            self._discard_candidates(pending.candidates, None)
+            return Step(restart=self._attempt(pending.attempt.reason, streaming=True))
+        best = min(usable, key=lambda i: risks[i])
+        chosen = pending.candidates[best]
+        self._discard_candidates(pending.candidates, best)
+        self.response.append(chosen.text, self.count_tokens(chosen.text))
+        if chosen.finish_reason not in (None, "length") or self.response.tokens >= self.max_tokens:
+            self._finish_reason = chosen.finish_reason or "length"
+            check = self.core.due(self.response, final=True)
+            return self._ask(check) if check is not None else self._done(self._stop_reason())
+        check = self.core.due(self.response)
+        if check is None:
+            return Step(restart=self._attempt("continue"))
+        self._after_check = "continue"
+        return self._ask(check)
+
+    def _discard_candidates(self, candidates: Sequence[Candidate], kept: int | None) -> None:
+        self.core.usage.discarded_tokens += sum(
+            self.count_tokens(c.text) for i, c in enumerate(candidates) if i != kept)
+
     def fault(self, exc: BaseException) -> tuple[Attempt, float]:
         """The upstream failed mid-request. Returns the retry and how long to wait first; raises
         :class:`UpstreamError` (with the released text) once the policy's retries are spent."""
-        self._attempts[-1].error = f"{type(exc).__name__}: {exc}"
+        if self._attempts:
+            self._attempts[-1].error = f"{type(exc).__name__}: {exc}"
         self._pending = None
+        self._after_check = None
         self._retries += 1
         if self._retries > self.policy.max_upstream_retries:
             self._finish("upstream_error", error=f"upstream failed {self._retries} times; last: {exc}")
@@ -337,6 +420,22 @@ class ChunkSession:
                          attempts=self._attempts, error=error)
 
 
+@dataclass
+class _Candidates:
+    attempt: Attempt
+    candidates: list[Candidate]
+    owners: list[int]
+
+
+def _word_windows(text: str, words: int) -> list[str]:
+    """``text`` in windows of ``words`` words, overlapping by half (none when ``words`` is 0)."""
+    if words <= 0:
+        return []
+    parts = re.findall(r"\s*\S+", text)
+    stride = max(1, words // 2)
+    return ["".join(parts[i:i + words]) for i in range(0, max(1, len(parts) - words + stride), stride) if parts[i:i + words]]
+
+
 # -- drivers: one sync, one async ---------------------------------------------------------------
 def settle(session: ChunkSession, step: Step, scorer: Scorer) -> Step:
     """Answer every check ``step`` asks for (and the checks their answers ask for); the released text adds up."""
@@ -368,6 +467,14 @@ def run_chunked(
         while attempt is not None:
             step = Step()
             try:
+                if attempt.candidates > 1:
+                    step = settle(session, session.choose(attempt, primary.candidates(request, attempt)), scorer)
+                    if step.released:
+                        yield step.released
+                    attempt = step.restart
+                    if attempt is None and not step.done:
+                        raise RuntimeError("chunk session stopped without a result")
+                    continue
                 with primary.open(request, attempt) as upstream:
                     for delta in upstream:
                         step = settle(session, session.feed(delta), scorer)
@@ -399,6 +506,15 @@ async def arun_chunked(
         while attempt is not None:
             step = Step()
             try:
+                if attempt.candidates > 1:
+                    candidates = await primary.acandidates(request, attempt)
+                    step = await asettle(session, session.choose(attempt, candidates), scorer)
+                    if step.released:
+                        yield step.released
+                    attempt = step.restart
+                    if attempt is None and not step.done:
+                        raise RuntimeError("chunk session stopped without a result")
+                    continue
                 async with primary.aopen(request, attempt) as upstream:
                     async for delta in upstream:
                         step = await asettle(session, session.feed(delta), scorer)

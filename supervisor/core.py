@@ -266,6 +266,8 @@ class SupervisionCore:
 
     def _go_back(self, trajectory: Trajectory, action: Rollback | Reprompt) -> Decision:
         target = max(word_start(trajectory, action.to_position), self.released_position)
+        while target > self.released_position and trajectory.text(target - 1, target).isspace():
+            target -= 1  # before the space, not after it: the retry writes its own (" a", not "  a")
         removed = self.retreat(trajectory, target)
         if isinstance(action, Reprompt):
             self.record("reprompt", trajectory, target, removed_text=removed, detail=action.instruction)

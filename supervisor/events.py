@@ -68,7 +68,9 @@ class UpstreamAttempt(BaseModel):
     """One request to a hosted (chunk-controlled) primary; a supervised answer may take several."""
 
     index: int
-    reason: Literal["start", "rollback", "reprompt", "retry"]
+    reason: Literal["start", "rollback", "reprompt", "retry", "candidate", "continue"] = Field(
+        description="Why the request was made; 'candidate': one of best_of candidates after a rollback, 'continue': "
+                    "the stream after the chosen candidate.")
     prefix_chars: int = Field(description="Length of the checked response text this request continued.")
     prompt_tokens: int | None = Field(default=None, description="As the server reported it (None if it did not).")
     completion_tokens: int | None = Field(

@@ -212,6 +212,18 @@ class Policy(BaseModel):
         default=0.5, ge=0.0, le=60.0,
         description="Hosted primaries: first wait before a retry, doubled each time (a Retry-After header wins).",
     )
+    best_of: int = Field(
+        default=1, ge=1, le=16,
+        description=(
+            "Hosted primaries: after a rollback or re-prompt, ask for this many candidate continuations of the next "
+            "block (parallel requests), measure them in one batch and continue with the safest that passes (the "
+            "blockwise mode of controlled decoding); 1 asks for one stream as before. Its effect and cost: "
+            "benchmarks/best_of.py."
+        ),
+    )
+    best_of_block_tokens: int = Field(
+        default=16, ge=1, le=4096, description="Hosted primaries: tokens per best_of candidate block.",
+    )
     max_logit_bias_entries: int = Field(
         default=1024, ge=0, le=100_000,
         description=(

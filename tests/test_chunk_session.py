@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -156,3 +157,80 @@ def test_async_twin_gives_the_same_answer_and_closing_early_closes_upstream() ->
     assert first and primary.closed == 1
     assert session.result is not None and session.result.stop_reason == "cancelled"
     assert session.result.text == first
+
+
+# -- best-of-K after a rollback ------------------------------------------------------------------------
+class CandidatesPrimary(ChunkPrimary):
+    """Streams ``first`` on the first request; every later request (a candidate, or the stream after one) writes
+    the next of ``later`` in turn."""
+
+    name = "candidates"
+
+    def __init__(self, first: str, later: list[str]) -> None:
+        self.first, self.later, self.requests = first, later, 0
+        self.attempts: list[Attempt] = []
+        self._lock = threading.Lock()
+
+    def _text(self, attempt: Attempt) -> str:
+        with self._lock:
+            self.attempts.append(attempt)
+            if attempt.index == 0:
+                return self.first
+            text = self.later[self.requests % len(self.later)]
+            self.requests += 1
+            return text
+
+    def _deltas(self, text: str) -> Iterator[UpstreamDelta]:
+        for word in re.findall(r"\s*\S+", text):
+            yield UpstreamDelta(text=word)
+        yield UpstreamDelta(finish_reason="stop", completion_tokens=len(text.split()))
+
+    @contextmanager
+    def open(self, request: Any, attempt: Attempt) -> Iterator[Iterator[UpstreamDelta]]:
+        yield self._deltas(self._text(attempt))
+
+    @asynccontextmanager
+    async def aopen(self, request: Any, attempt: Attempt) -> AsyncIterator[AsyncIterator[UpstreamDelta]]:
+        text = self._text(attempt)
+
+        async def deltas() -> AsyncIterator[UpstreamDelta]:
+            for delta in self._deltas(text):
+                yield delta
+
+        yield deltas()
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_best_of_k_continues_with_the_safest_candidate_that_passes(use_async: bool) -> None:
+    from supervisor import Supervisor
+    from tests.helpers import KeywordScorer
+
+    primary = CandidatesPrimary(" the park is open bad bad bad", [" bad news again", " a quiet walk", " bad bad"])
+    policy = Policy(best_of=3, best_of_block_tokens=8, checkpoint_every=4, first_checkpoint_tokens=4, window_tokens=8)
+    sup = Supervisor(scorer=KeywordScorer(word="bad", step=0.7), policy=policy)
+    messages = [{"role": "user", "content": "hi"}]
+    if use_async:
+        result = asyncio.run(sup.agenerate(primary, messages, max_tokens=50))
+    else:
+        result = sup.generate(primary, messages, max_tokens=50)
+    assert "bad" not in result.text
+    assert result.text.startswith(" the park is open") and result.text.endswith(" a quiet walk")
+    reasons = [a.reason for a in result.attempts]
+    assert reasons[:4] == ["start", "candidate", "candidate", "candidate"]
+    candidate_requests = [a for a in primary.attempts if a.candidates == 3]
+    assert len(candidate_requests) == 3 and all(a.max_tokens == 8 for a in candidate_requests)
+    assert result.count("rollback") == 1
+
+
+def test_best_of_k_streams_as_usual_when_no_candidate_passes() -> None:
+    from supervisor import Supervisor
+    from tests.helpers import KeywordScorer
+
+    primary = CandidatesPrimary(" the park is open bad bad bad", [" bad", " bad bad", " bad one", " fine now."])
+    policy = Policy(best_of=3, checkpoint_every=4, first_checkpoint_tokens=4, window_tokens=8, max_rollbacks=4)
+    result = Supervisor(scorer=KeywordScorer(word="bad", step=0.7), policy=policy).generate(
+        primary, [{"role": "user", "content": "hi"}], max_tokens=50)
+    assert "bad" not in result.text
+    reasons = [a.reason for a in result.attempts]
+    assert reasons[1:4] == ["candidate"] * 3 and reasons[4] == "rollback"  # then one plain stream: " fine now."
+    assert result.text.endswith(" fine now.")

@@ -149,9 +149,10 @@ def test_escalation_ladder_rollbacks_then_reprompts_then_halt(engine: str) -> No
     _, result, _ = run(engine, "ok " + "bad " * 20, KeywordScorer(step=1.0), policy, fallback="bad bad bad bad")
     assert [e.kind for e in result.events] == ["rollback", "rollback", "reprompt", "halt"]
     assert result.stop_reason == "halt" and result.text.endswith("[stopped]") and "bad" not in result.text
-    # "ok b" passed the first checkpoint, but a rollback goes back to a word start ("ok "); the retry fails at the
-    # same place, so the second rollback goes one safe checkpoint further back (to the start); positions in tokens
-    assert [e.position for e in result.events] == [3, 0, 0, 0]
+    # "ok b" passed the first checkpoint, but a rollback goes back to the end of a word ("ok", the retry writes
+    # its own space); the retry fails at the same place, so the second rollback goes one safe checkpoint further
+    # back (to the start); positions in tokens
+    assert [e.position for e in result.events] == [2, 0, 0, 0]
     assert all(e.removed_text for e in result.events)
 
 

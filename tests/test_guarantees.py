@@ -128,6 +128,8 @@ def policies(draw: st.DrawFn) -> Policy:
         release_whole_words=draw(st.booleans()),
         retry=draw(st.sampled_from(["steer", "heat"])),
         steering=draw(st.sampled_from(["off", "lexical"])),
+        best_of=draw(st.sampled_from([1, 1, 2, 3])),
+        best_of_block_tokens=draw(st.integers(1, 24)),
     )
 
 

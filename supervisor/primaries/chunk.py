@@ -7,14 +7,16 @@ API has it. Positions in a hosted response are character offsets (``char_offset`
 
 from __future__ import annotations
 
+import asyncio
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-AttemptReason = Literal["start", "rollback", "reprompt", "retry"]
+AttemptReason = Literal["start", "rollback", "reprompt", "retry", "candidate", "continue"]
 _ESTIMATE_PIECE = re.compile(r"\w+|[^\w\s]")
 
 
@@ -34,6 +36,18 @@ class Attempt:
     logit_bias: dict[int, int]
     max_tokens: int
     temperature_boost: float
+    candidates: int = 1
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate continuation of a block (best-of-K after a rollback): its text, how its request ended, and the
+    usage the server reported."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,3 +81,45 @@ class ChunkPrimary(ABC):
     @abstractmethod
     def aopen(self, request: Any, attempt: Attempt) -> AbstractAsyncContextManager[AsyncIterator[UpstreamDelta]]:
         """Async twin of :meth:`open`."""
+
+    # -- best-of-K ------------------------------------------------------------------------------
+    def candidates(self, request: Any, attempt: Attempt) -> list[Candidate]:
+        """``attempt.candidates`` continuations of one block (``attempt.max_tokens``) for ``attempt``, requested in
+        parallel (one stream each). A fault in any of them is raised (as :class:`UpstreamFault`)."""
+        with ThreadPoolExecutor(max_workers=attempt.candidates, thread_name_prefix="supervisor-candidate") as pool:
+            return list(pool.map(lambda _: self._read_candidate(request, attempt), range(attempt.candidates)))
+
+    async def acandidates(self, request: Any, attempt: Attempt) -> list[Candidate]:
+        """Async twin of :meth:`candidates` (concurrent streams)."""
+        return list(await asyncio.gather(*(self._aread_candidate(request, attempt) for _ in range(attempt.candidates))))
+
+    def _read_candidate(self, request: Any, attempt: Attempt) -> Candidate:
+        collected = _Collected()
+        with self.open(request, attempt) as upstream:
+            for delta in upstream:
+                collected.add(delta)
+        return collected.candidate()
+
+    async def _aread_candidate(self, request: Any, attempt: Attempt) -> Candidate:
+        collected = _Collected()
+        async with self.aopen(request, attempt) as upstream:
+            async for delta in upstream:
+                collected.add(delta)
+        return collected.candidate()
+
+
+class _Collected:
+    def __init__(self) -> None:
+        self.text = ""
+        self.finish: str | None = None
+        self.prompt: int | None = None
+        self.completion: int | None = None
+
+    def add(self, delta: UpstreamDelta) -> None:
+        self.text += delta.text
+        self.finish = delta.finish_reason or self.finish
+        self.prompt = delta.prompt_tokens if delta.prompt_tokens is not None else self.prompt
+        self.completion = delta.completion_tokens if delta.completion_tokens is not None else self.completion
+
+    def candidate(self) -> Candidate:
+        return Candidate(self.text, self.finish, self.prompt, self.completion)
