@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 AttemptReason = Literal["start", "rollback", "reprompt", "retry", "candidate", "continue"]
@@ -37,6 +37,7 @@ class Attempt:
     max_tokens: int
     temperature_boost: float
     candidates: int = 1
+    candidate: int = 0  # which of ``candidates`` this request is (a seed, where the request has one, is offset by it)
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,14 @@ class ChunkPrimary(ABC):
     def candidates(self, request: Any, attempt: Attempt) -> list[Candidate]:
         """``attempt.candidates`` continuations of one block (``attempt.max_tokens``) for ``attempt``, requested in
         parallel (one stream each). A fault in any of them is raised (as :class:`UpstreamFault`)."""
+        attempts = [replace(attempt, candidate=i) for i in range(attempt.candidates)]
         with ThreadPoolExecutor(max_workers=attempt.candidates, thread_name_prefix="supervisor-candidate") as pool:
-            return list(pool.map(lambda _: self._read_candidate(request, attempt), range(attempt.candidates)))
+            return list(pool.map(lambda one: self._read_candidate(request, one), attempts))
 
     async def acandidates(self, request: Any, attempt: Attempt) -> list[Candidate]:
         """Async twin of :meth:`candidates` (concurrent streams)."""
-        return list(await asyncio.gather(*(self._aread_candidate(request, attempt) for _ in range(attempt.candidates))))
+        return list(await asyncio.gather(*(
+            self._aread_candidate(request, replace(attempt, candidate=i)) for i in range(attempt.candidates))))
 
     def _read_candidate(self, request: Any, attempt: Attempt) -> Candidate:
         collected = _Collected()

@@ -120,6 +120,8 @@ class OpenAICompatiblePrimary(HostedPrimary):
                     kwargs[key] = attempt.max_tokens
             if attempt.temperature_boost:
                 kwargs["temperature"] = min(2.0, float(kwargs.get("temperature", 1.0)) + attempt.temperature_boost)
+            if attempt.candidate and isinstance(kwargs.get("seed"), int):
+                kwargs["seed"] = kwargs["seed"] + attempt.candidate  # the same seed would give the same candidate
             if attempt.logit_bias:
                 bias = {str(k): v for k, v in attempt.logit_bias.items()}
                 bias.update({str(k): v for k, v in (kwargs.get("logit_bias") or {}).items()})
