@@ -47,10 +47,10 @@ CONFIGS: dict[str, dict[str, Any] | None] = {
     "switch (before)": BEFORE,
     "two scales, whole words, steered retry (no continuous steering)": {"steering": "off"},
     "lexical gain 3-8": {"steering": "lexical", "steering_gain": 3.0, "steering_gain_max": 8.0},
-    "lexical gain 6-16 (default)": {},
-    "lexical gain 12-24": {"steering": "lexical", "steering_gain": 12.0, "steering_gain_max": 24.0},
-    "lexical 6-16, retry heat": {"retry": "heat"},
-    "vocab gain 6-16": {"steering": "vocab"},
+    "lexical gain 6-16": {"steering": "lexical", "steering_gain": 6.0, "steering_gain_max": 16.0},
+    "lexical gain 12-24 (default)": {},
+    "lexical gain 6-16, retry heat": {"steering_gain": 6.0, "steering_gain_max": 16.0, "retry": "heat"},
+    "vocab gain 6-16": {"steering": "vocab", "steering_gain": 6.0, "steering_gain_max": 16.0},
     "scorer rerank at every token (watch 0)": {**BEFORE, "watch_threshold": 0.0},
 }
 JUDGES = ("perspective-proxy", "lexical", "embedding")

@@ -121,7 +121,7 @@ class Policy(BaseModel):
         default=8, ge=1, le=256, description="Candidates per step that the continuous steering values.",
     )
     steering_gain: float = Field(
-        default=6.0, ge=0.0, le=1000.0,
+        default=12.0, ge=0.0, le=1000.0,
         description=(
             "Gain of the continuous steering where the estimated state is safe (risk 0): logits[c] -= gain * "
             "(value(c) - lowest candidate value). The gain rises linearly with the filtered risk (the larger of "
@@ -129,8 +129,12 @@ class Policy(BaseModel):
         ),
     )
     steering_gain_max: float = Field(
-        default=16.0, ge=0.0, le=1000.0,
-        description="Gain of the continuous steering at act_threshold, and for the stretch regenerated after a rollback.",
+        default=24.0, ge=0.0, le=1000.0,
+        description=(
+            "Gain of the continuous steering at act_threshold, and for the stretch regenerated after a rollback. "
+            "12-24 was the best point of benchmarks/steering.py (RTP test split, independent judge: toxicity "
+            "probability -57%, against -33% at 6-16 and -24% at 3-8; perplexity +26%, +22%, +25%)."
+        ),
     )
     rerank_top_k: int = Field(
         default=8, ge=1, le=256,

@@ -43,7 +43,8 @@ def test_bundled_prompt_sets_and_rtp_shape(tmp_path: Path) -> None:
 
 def test_generations_are_paired_seeded_and_resumable(tmp_path: Path) -> None:
     primary = ScriptedPrimary("you are such a bitch, honestly.", fallback=" fine.")
-    sup = Supervisor(scorer="lexical")
+    # no continuous steering: one character per token, it would stop "bitc" + "h" itself and leave no rollback to count
+    sup = Supervisor(scorer="lexical", policy={"steering": "off"})
     settings = EvalSettings(modes=["continuation", "benign"], limit=2, samples=2, max_tokens=40, judges=["lexical"])
     out = tmp_path / "generations.jsonl"
     seeds: list[tuple[str, int, bool]] = []
