@@ -49,6 +49,8 @@ CONFIGS: dict[str, dict[str, Any] | None] = {
     "lexical gain 3-8": {"steering": "lexical", "steering_gain": 3.0, "steering_gain_max": 8.0},
     "lexical gain 6-16": {"steering": "lexical", "steering_gain": 6.0, "steering_gain_max": 16.0},
     "lexical gain 12-24 (default)": {},
+    "lexical gain 12-24, no value floor": {"steering_value_floor": 0.0},
+    "lexical gain 24-48": {"steering_gain": 24.0, "steering_gain_max": 48.0},
     "lexical gain 6-16, retry heat": {"steering_gain": 6.0, "steering_gain_max": 16.0, "retry": "heat"},
     "vocab gain 6-16": {"steering": "vocab", "steering_gain": 6.0, "steering_gain_max": 16.0},
     "scorer rerank at every token (watch 0)": {**BEFORE, "watch_threshold": 0.0},

@@ -83,8 +83,7 @@ class Check:
     windows: int
     final: bool
     context: int
-    covered: int
-
+    covered: int  # releases go no further: the end of the last short window (the position without them)
 
     @property
     def whole(self) -> bool:
@@ -208,9 +207,9 @@ class SupervisionCore:
         end = position if final else word_start(trajectory, position, floor=start)
         if trajectory.tokens_at(position) - trajectory.tokens_at(end) >= self._unspaced_tokens():
             end = position  # no word boundary comes (Chinese, a long URL): measure what there is
-        bounds = [p for p in range(start, end) if p == start or trajectory.is_word_start(p)] + [end]
         if end <= start:
             return []
+        bounds = [p for p in range(start, end) if p == start or trajectory.is_word_start(p)] + [end]
         stride = max(1, words // 2)
         spans: list[Span] = []
         for index in range(0, len(bounds) - 1, stride):

@@ -86,15 +86,17 @@ class SteeringReport(BaseModel):
 
     value: str = Field(default="off", description="The candidate value used (Policy.steering).")
     steps: int = Field(default=0, description="Tokens decoded under the steering.")
+    moved: int = Field(default=0, description="Steps where some candidate was valued above the floor and moved down.")
     reordered: int = Field(default=0, description="Steps where the steering changed the most likely candidate.")
     mean_gain: float = Field(default=0.0, description="Average gain over the steered steps.")
     max_gain: float = 0.0
     max_value: float = Field(default=0.0, description="Highest candidate value seen (the riskiest candidate offered).")
     seconds: float = Field(default=0.0, description="Time spent valuing candidates.")
 
-    def add(self, gain: float, reordered: bool, max_value: float, seconds: float) -> None:
+    def add(self, gain: float, moved: bool, reordered: bool, max_value: float, seconds: float) -> None:
         self.mean_gain = (self.mean_gain * self.steps + gain) / (self.steps + 1)
         self.steps += 1
+        self.moved += int(moved)
         self.reordered += int(reordered)
         self.max_gain = max(self.max_gain, gain)
         self.max_value = max(self.max_value, max_value)

@@ -120,6 +120,15 @@ class Policy(BaseModel):
     steering_top_k: int = Field(
         default=8, ge=1, le=256, description="Candidates per step that the continuous steering values.",
     )
+    steering_value_floor: float = Field(
+        default=0.1, ge=0.0, lt=1.0,
+        description=(
+            "Candidate values below this count as 0: benign words score 0.01-0.06 with alt-profanity-check, and "
+            "steering on those differences would only cost fluency; where no candidate is risky the primary's "
+            "distribution is left exactly as it was (a supervised run that meets nothing risky reproduces its "
+            "unsupervised pair)."
+        ),
+    )
     steering_gain: float = Field(
         default=12.0, ge=0.0, le=1000.0,
         description=(

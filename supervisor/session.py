@@ -240,7 +240,8 @@ class Session:
             steered = retrying and self.policy.retry == "steer"
             gain = self.policy.steering_gain_max if steered else self.core.steering_gain()
             if gain > 0:
-                steer(adjusted, self.response, self._value, gain, self.policy.steering_top_k, self.core.steering)
+                steer(adjusted, self.response, self._value, gain, self.policy.steering_top_k, self.core.steering,
+                      self.policy.steering_value_floor)
         if self.core.bias_strength > 0:
             self._rerank(adjusted, self.core.bias_strength)
         elif retrying and self.policy.retry == "steer" and self.supervise:
@@ -250,6 +251,8 @@ class Session:
     def _rerank(self, logits: np.ndarray, strength: float) -> None:
         """Watch zone and retries: score the window extended by each top candidate with the supervisor's own
         scorer, push risky ones down."""
+        if self._hidden_state_scorer() is not None:
+            return  # a state probe would run the primary's own model once per candidate; its checks steer enough
         k = min(self.policy.rerank_top_k, len(logits))
         candidates = np.argpartition(-logits, k - 1)[:k]
         candidates = candidates[np.isfinite(logits[candidates])]

@@ -9,8 +9,9 @@ One value per candidate, in [0, 1], from one cheap call per token:
 - :class:`VocabValue`: the same model on every vocabulary token alone, computed once per primary; free per token,
   blind to word pieces.
 
-The logits move by ``gain * (value - lowest value among the candidates)``: the least risky candidate keeps its
-logit, so the steering reorders the top candidates and never pushes probability mass onto unvalued ones.
+The logits move by ``gain * (value - lowest value among the candidates)``, values under a floor counting as 0: the
+least risky candidate keeps its logit, so the steering reorders the top candidates and never pushes probability
+mass onto unvalued ones, and where no candidate is risky the primary's distribution is left exactly as it was.
 """
 
 from __future__ import annotations
@@ -163,16 +164,18 @@ def candidate_value(kind: str, primary: LogitPrimary) -> CandidateValue | None:
 
 
 def steer(logits: np.ndarray, response: ResponseView, value: CandidateValue, gain: float, top_k: int,
-          report: SteeringReport) -> None:
-    """Move the top ``top_k`` candidates of ``logits`` (in place) by ``gain`` times their value above the lowest."""
+          report: SteeringReport, floor: float = 0.0) -> None:
+    """Move the top ``top_k`` candidates of ``logits`` (in place) by ``gain`` times their value above the lowest;
+    values below ``floor`` count as 0 (a dead zone: benign candidates are left exactly as the primary ranks them)."""
     k = min(top_k, len(logits))
     candidates = np.argpartition(-logits, k - 1)[:k]
     candidates = candidates[np.isfinite(logits[candidates])]
     if len(candidates) < 2:
         return
     started = time.perf_counter()
-    values = value.values(response, candidates)
+    raw = value.values(response, candidates)
+    values = np.maximum(0.0, raw - floor)
     before = int(candidates[np.argmax(logits[candidates])])
     logits[candidates] -= gain * (values - values.min())
     after = int(candidates[np.argmax(logits[candidates])])
-    report.add(gain, before != after, float(values.max()), time.perf_counter() - started)
+    report.add(gain, bool(values.max() > values.min()), before != after, float(raw.max()), time.perf_counter() - started)

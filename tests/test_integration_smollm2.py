@@ -13,10 +13,11 @@ pytestmark = pytest.mark.integration
 def test_released_text_is_never_retracted_on_real_output(smollm2_llama) -> None:  # type: ignore[no-untyped-def]
     """Many seeded runs on toxic prompts: what stream() yielded is the result, and no removed span
     was ever shown at the place it was removed from."""
-    sup = Supervisor()
+    # the continuous steering (default) keeps most of these answers clean, so rollbacks are also forced without it
+    sups = [Supervisor(), Supervisor(policy={"steering": "off"})]
     prompts = bundled_prompts("demo") + bundled_prompts("toxic")[:8]
     rollbacks = 0
-    for seed in range(2):
+    for seed, sup in enumerate(sups):
         for item in prompts:
             shown: list[str] = []
             at_event: list[tuple[InterventionEvent, str]] = []
@@ -64,7 +65,8 @@ def test_same_seed_same_text_whatever_ran_before(smollm2_llama) -> None:  # type
     from tests.helpers import ConstantScorer
 
     item = next(i for i in bundled_prompts("demo") if "limp assed" in i.text)
-    sup = Supervisor(scorer=ConstantScorer(0.0))  # never intervenes
+    # never intervenes (no steering either: on this profane prompt it would move tokens, by design)
+    sup = Supervisor(scorer=ConstantScorer(0.0), policy={"steering": "off"})
 
     def run(supervise: bool) -> str:
         return sup.generate(smollm2_llama, item.messages, prompt=item.prompt, max_tokens=32, temperature=0.7,
@@ -73,3 +75,22 @@ def test_same_seed_same_text_whatever_ran_before(smollm2_llama) -> None:  # type
     sup.generate(smollm2_llama, prompt="Once upon a time there was", max_tokens=6, seed=3)
     first = run(False)
     assert [run(True), run(False), run(True)] == [first] * 3
+
+
+def test_steering_leaves_a_benign_answer_exactly_as_the_primary_wrote_it(smollm2_llama) -> None:  # type: ignore[no-untyped-def]
+    """The value floor: where no candidate is valued above it, the steered distribution is the primary's own, so the
+    supervised run reproduces its unsupervised pair token for token; without the floor, benign words' small value
+    differences (0.01-0.06) times the gain move the sampling."""
+    from tests.helpers import ConstantScorer
+
+    messages = [{"role": "user", "content": "Say hello in one sentence."}]
+    texts = {}
+    for floor in (0.1, 0.0):
+        sup = Supervisor(scorer=ConstantScorer(0.0), policy={"steering_value_floor": floor})
+        plain, steered = (sup.generate(smollm2_llama, messages, max_tokens=40, temperature=0.8, seed=5,
+                                       supervise=supervise) for supervise in (False, True))
+        texts[floor] = (plain.text, steered.text, steered.steering)
+    plain, steered, report = texts[0.1]
+    assert report.steps > 0 and report.moved == 0 and steered == plain
+    plain, steered, report = texts[0.0]
+    assert report.moved > 0 and steered != plain
