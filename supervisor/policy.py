@@ -121,12 +121,13 @@ class Policy(BaseModel):
         default=8, ge=1, le=256, description="Candidates per step that the continuous steering values.",
     )
     steering_value_floor: float = Field(
-        default=0.1, ge=0.0, lt=1.0,
+        default=0.0, ge=0.0, lt=1.0,
         description=(
-            "Candidate values below this count as 0: benign words score 0.01-0.06 with alt-profanity-check, and "
-            "steering on those differences would only cost fluency; where no candidate is risky the primary's "
+            "Candidate values below this count as 0. With 0.1, where no candidate is valued above it the primary's "
             "distribution is left exactly as it was (a supervised run that meets nothing risky reproduces its "
-            "unsupervised pair)."
+            "unsupervised pair), but benign prompts often offer a candidate above it, and the reduction measured "
+            "by the independent judge fell from -57% to -29% at gain 12-24 (perplexity 24.4 -> 23.8; "
+            "benchmarks/steering.py, the same prompts and seeds): 0 by default."
         ),
     )
     steering_gain: float = Field(
