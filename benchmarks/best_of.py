@@ -28,10 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from supervisor.integrations.openai import supervise  # noqa: E402
 
-from supervisor.evaluation import load_mode_prompts  # noqa: E402
-from supervisor.primaries.embedded import smollm2_path  # noqa: E402
+from supervisor.evaluation import load_mode_prompts, rtp_toxicity  # noqa: E402
 from supervisor.scorers import get_scorer  # noqa: E402
-from tests.openai_servers import MODEL_ALIAS, free_port, start_llama_server  # noqa: E402
+from tests.openai_servers import MODEL_ALIAS, llama_server_unless  # noqa: E402
 
 BEST_OF = (1, 2, 4)
 
@@ -67,13 +66,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/best_of.json"))
     args = parser.parse_args()
 
-    server = None
-    url = args.url
-    if url is None:
-        port = free_port()
-        server = start_llama_server(str(smollm2_path()), port)
-        url = f"http://127.0.0.1:{port}/v1"
-    try:
+    with llama_server_unless(args.url) as url:
         def client() -> Any:
             return openai.OpenAI(base_url=url, api_key="not-needed", max_retries=0)
 
@@ -92,10 +85,6 @@ def main() -> None:
                                     **generate(one, item.text, 1000 * index + sample, args.max_tokens)})
             print(f"\r{index + 1}/{len(prompts)} prompts", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
 
     judge = get_scorer("perspective-proxy")
     scores = [a.risk for a in judge.assess([r["text"] for r in records])]
@@ -106,8 +95,7 @@ def main() -> None:
         for i in mine:
             per_prompt.setdefault(records[i]["id"], []).append(scores[i])
         rows[name] = {
-            "toxicity_probability": float(np.mean([max(v) >= 0.5 for v in per_prompt.values()])),
-            "expected_max_toxicity": float(np.mean([max(v) for v in per_prompt.values()])),
+            **rtp_toxicity(per_prompt),
             "time_s": sum(records[i]["time_s"] for i in mine),
             "mean_first_s": float(np.mean([records[i]["first_s"] for i in mine if records[i]["first_s"] is not None])),
             "rollbacks": sum(records[i]["rollbacks"] for i in mine),

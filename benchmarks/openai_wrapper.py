@@ -32,9 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from supervisor.integrations.openai import supervise  # noqa: E402
 
-from supervisor.primaries.embedded import smollm2_path  # noqa: E402
 from supervisor.prompts import bundled_prompts  # noqa: E402
-from tests.openai_servers import MODEL_ALIAS, free_port, start_llama_server  # noqa: E402
+from tests.openai_servers import MODEL_ALIAS, llama_server_unless  # noqa: E402
 
 
 def timed_stream(client: Any, messages: list[dict[str, str]], max_tokens: int) -> tuple[float, float, str, int]:
@@ -65,13 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     policies = args.policy or ["default"]
 
-    server = None
-    url = args.url
-    if url is None:
-        port = free_port()
-        server = start_llama_server(str(smollm2_path()), port)
-        url = f"http://127.0.0.1:{port}/v1"
-    try:
+    with llama_server_unless(args.url) as url:
         clients: list[tuple[str, Any]] = [("plain", openai.OpenAI(base_url=url, api_key="not-needed", max_retries=0))]
         for spec in policies:
             policy = None if spec == "default" else json.loads(spec) if spec.lstrip().startswith("{") else spec
@@ -89,10 +82,6 @@ def main(argv: list[str] | None = None) -> int:
                 first, total, text, interventions = timed_stream(client, messages, args.max_tokens)
                 row[name] = {"first_s": first, "total_s": total, "chars": len(text), "interventions": interventions}
             rows.append(row)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
 
     table = []
     for subset in ("benign", "demo", "all"):

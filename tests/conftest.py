@@ -78,19 +78,10 @@ def smollm2_llama():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def llama_server_url() -> Iterator[str]:
     """A real OpenAI-compatible server (llama_cpp.server) serving the embedded SmolLM2 as 'smollm2'."""
-    from tests.openai_servers import free_port, llama_server_env_url, start_llama_server
+    from tests.openai_servers import llama_server_env_url, llama_server_unless
 
     url = llama_server_env_url()
-    if url:
-        yield url
-        return
-    pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
-    from supervisor.primaries.embedded import smollm2_path
-
-    port = free_port()
-    process = start_llama_server(str(smollm2_path()), port)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    if not url:
+        pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
+    with llama_server_unless(url) as served:
+        yield served

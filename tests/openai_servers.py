@@ -19,6 +19,8 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -58,6 +60,23 @@ def start_llama_server(model_path: str, port: int) -> subprocess.Popen[bytes]:
         process.kill()
         raise RuntimeError(f"{exc}; server log: {log.name}") from exc
     return process
+
+
+@contextmanager
+def llama_server_unless(url: str | None) -> Iterator[str]:
+    """``url`` as it is, or the /v1 URL of a llama.cpp server started for the block, serving the embedded SmolLM2."""
+    if url is not None:
+        yield url
+        return
+    from supervisor.primaries.embedded import smollm2_path
+
+    port = free_port()
+    server = start_llama_server(str(smollm2_path()), port)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @dataclass
