@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from supervisor.actions import Reprompt
-from supervisor.assessment import CATEGORIES, Assessment
-from supervisor.core import Check, SupervisionCore, ameasure, measure
+from supervisor.assessment import Assessment
+from supervisor.core import Check, SupervisionCore, ameasure, measure, tile_words
 from supervisor.errors import ScorerError, UpstreamError, UpstreamFault
 from supervisor.events import EventObserver, GenerationResult, StopReason, UpstreamAttempt
 from supervisor.policy import Policy
@@ -38,6 +38,7 @@ from supervisor.primaries.chunk import (
     estimate_tokens,
 )
 from supervisor.scorers.base import Scorer
+from supervisor.state import per_category
 
 #: max_tokens for a session whose caller set no limit (the upstream's own limit applies).
 UNLIMITED_TOKENS = 1 << 20
@@ -319,8 +320,9 @@ class ChunkSession:
         context = self.response.text(start, self.response.end)
         texts: list[str] = []
         owners: list[int] = []
-        for index, candidate in enumerate(candidates):
-            tokens = candidate.completion_tokens or self.count_tokens(candidate.text)
+        counts = [self.count_tokens(candidate.text) for candidate in candidates]
+        for index, (candidate, count) in enumerate(zip(candidates, counts)):
+            tokens = candidate.completion_tokens or count
             self.core.usage.generated_tokens += tokens
             self._attempts.append(UpstreamAttempt(
                 index=len(self._attempts), reason="candidate", prefix_chars=len(attempt.prefix),
@@ -330,7 +332,7 @@ class ChunkSession:
             pieces = [context + candidate.text, *_word_windows(candidate.text, self.policy.short_window_words)]
             texts.extend(pieces)
             owners.extend([index] * len(pieces))
-        self._pending = _Candidates(attempt, list(candidates), owners)
+        self._pending = _Candidates(attempt, list(candidates), counts, owners)
         return Step(check=texts)
 
     def _chosen(self, pending: _Candidates, outcome: list[Assessment] | ScorerError) -> Step:
@@ -343,19 +345,17 @@ class ChunkSession:
         else:
             for owner, assessment in zip(pending.owners, outcome):
                 risks[owner] = max(risks[owner], assessment.risk)
-                if assessment.risk >= self.policy.act_threshold or any(
-                        assessment.categories.get(name, 0.0) >= self.policy.act_threshold_for(name)
-                        for name in CATEGORIES):
+                if self.core.controller.flags(per_category(assessment)):  # the rule a check would apply
                     passes[owner] = False
         usable = [i for i, ok in enumerate(passes) if ok and pending.candidates[i].text
                   and pending.candidates[i].finish_reason != "tool_calls"]
         if not usable:
-            self._discard_candidates(pending.candidates, None)
+            self._discard_candidates(pending, None)
             return Step(restart=self._attempt(pending.attempt.reason, streaming=True))
         best = min(usable, key=lambda i: risks[i])
         chosen = pending.candidates[best]
-        self._discard_candidates(pending.candidates, best)
-        self.response.append(chosen.text, self.count_tokens(chosen.text))
+        self._discard_candidates(pending, best)
+        self.response.append(chosen.text, pending.counts[best])
         if chosen.finish_reason not in (None, "length") or self.response.tokens >= self.max_tokens:
             self._finish_reason = chosen.finish_reason or "length"
             check = self.core.due(self.response, final=True)
@@ -366,9 +366,8 @@ class ChunkSession:
         self._after_check = "continue"
         return self._ask(check)
 
-    def _discard_candidates(self, candidates: Sequence[Candidate], kept: int | None) -> None:
-        self.core.usage.discarded_tokens += sum(
-            self.count_tokens(c.text) for i, c in enumerate(candidates) if i != kept)
+    def _discard_candidates(self, pending: _Candidates, kept: int | None) -> None:
+        self.core.usage.discarded_tokens += sum(count for i, count in enumerate(pending.counts) if i != kept)
 
     def fault(self, exc: BaseException) -> tuple[Attempt, float]:
         """The upstream failed mid-request. Returns the retry and how long to wait first; raises
@@ -424,16 +423,16 @@ class ChunkSession:
 class _Candidates:
     attempt: Attempt
     candidates: list[Candidate]
-    owners: list[int]
+    counts: list[int]  # each candidate's tokens, by our count
+    owners: list[int]  # the candidate each measured text belongs to
 
 
 def _word_windows(text: str, words: int) -> list[str]:
-    """``text`` in windows of ``words`` words, overlapping by half (none when ``words`` is 0)."""
-    if words <= 0:
+    """``text`` in windows of ``words`` whole words, tiled as the core tiles a checked stretch (none when 0)."""
+    if words <= 0 or not text.strip():
         return []
-    parts = re.findall(r"\s*\S+", text)
-    stride = max(1, words // 2)
-    return ["".join(parts[i:i + words]) for i in range(0, max(1, len(parts) - words + stride), stride) if parts[i:i + words]]
+    starts = [0, *(m.start() for m in re.finditer(r"(?<=\S)\s", text))]
+    return [text[a:b] for a, b in tile_words(starts, len(text), words)]
 
 
 # -- drivers: one sync, one async ---------------------------------------------------------------
@@ -471,21 +470,18 @@ def run_chunked(
                     step = settle(session, session.choose(attempt, primary.candidates(request, attempt)), scorer)
                     if step.released:
                         yield step.released
-                    attempt = step.restart
-                    if attempt is None and not step.done:
-                        raise RuntimeError("chunk session stopped without a result")
-                    continue
-                with primary.open(request, attempt) as upstream:
-                    for delta in upstream:
-                        step = settle(session, session.feed(delta), scorer)
-                        if step.released:
-                            yield step.released
-                        if step.done or step.restart:
-                            break
-                    else:
-                        step = settle(session, session.end(), scorer)
-                        if step.released:
-                            yield step.released
+                else:
+                    with primary.open(request, attempt) as upstream:
+                        for delta in upstream:
+                            step = settle(session, session.feed(delta), scorer)
+                            if step.released:
+                                yield step.released
+                            if step.done or step.restart:
+                                break
+                        else:
+                            step = settle(session, session.end(), scorer)
+                            if step.released:
+                                yield step.released
             except UpstreamFault as exc:
                 attempt, wait = session.fault(exc)
                 time.sleep(wait)
@@ -511,21 +507,18 @@ async def arun_chunked(
                     step = await asettle(session, session.choose(attempt, candidates), scorer)
                     if step.released:
                         yield step.released
-                    attempt = step.restart
-                    if attempt is None and not step.done:
-                        raise RuntimeError("chunk session stopped without a result")
-                    continue
-                async with primary.aopen(request, attempt) as upstream:
-                    async for delta in upstream:
-                        step = await asettle(session, session.feed(delta), scorer)
-                        if step.released:
-                            yield step.released
-                        if step.done or step.restart:
-                            break
-                    else:
-                        step = await asettle(session, session.end(), scorer)
-                        if step.released:
-                            yield step.released
+                else:
+                    async with primary.aopen(request, attempt) as upstream:
+                        async for delta in upstream:
+                            step = await asettle(session, session.feed(delta), scorer)
+                            if step.released:
+                                yield step.released
+                            if step.done or step.restart:
+                                break
+                        else:
+                            step = await asettle(session, session.end(), scorer)
+                            if step.released:
+                                yield step.released
             except UpstreamFault as exc:
                 attempt, wait = session.fault(exc)
                 await asyncio.sleep(wait)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from supervisor.actions import Action, Bias, Continue, Halt, Reprompt, Rollback
 from supervisor.policy import Policy
 from supervisor.state import MoralState
@@ -22,8 +24,12 @@ class Controller:
         self._last_target: int | None = None
         self._depth = 0
 
+    def flags(self, measured: Mapping[str, float]) -> bool:
+        """Whether a measurement per category crosses its act threshold (the unsafe zone)."""
+        return any(value >= self.policy.act_threshold_for(name) for name, value in measured.items())
+
     def zone(self, state: MoralState) -> str:
-        if any(value >= self.policy.act_threshold_for(name) for name, value in state.measured.items()):
+        if self.flags(state.measured):
             return "unsafe"
         if max(state.risk, state.forecast_risk) >= self.policy.watch_threshold:
             return "watch"

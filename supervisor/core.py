@@ -209,14 +209,8 @@ class SupervisionCore:
             end = position  # no word boundary comes (Chinese, a long URL): measure what there is
         if end <= start:
             return []
-        bounds = [p for p in range(start, end) if p == start or trajectory.is_word_start(p)] + [end]
-        stride = max(1, words // 2)
-        spans: list[Span] = []
-        for index in range(0, len(bounds) - 1, stride):
-            spans.append((bounds[index], bounds[min(index + words, len(bounds) - 1)]))
-            if index + words >= len(bounds) - 1:
-                break
-        return spans
+        starts = [p for p in range(start, end) if p == start or trajectory.is_word_start(p)]
+        return tile_words(starts, end, words)
 
     # -- what the measurement means ---------------------------------------------------------------
     def resolve(self, trajectory: Trajectory, check: Check, outcome: list[Assessment] | ScorerError) -> Decision:
@@ -371,6 +365,19 @@ class SupervisionCore:
                 attempts=list(attempts), steering=self.steering,
             )
         return self.result
+
+
+def tile_words(starts: list[int], end: int, words: int) -> list[Span]:
+    """Spans of ``words`` whole words over the words beginning at ``starts`` (ascending) and ending at ``end``,
+    each starting half a window after the one before; the last ends at ``end``."""
+    bounds = [*starts, end]
+    stride = max(1, words // 2)
+    spans: list[Span] = []
+    for index in range(0, len(bounds) - 1, stride):
+        spans.append((bounds[index], bounds[min(index + words, len(bounds) - 1)]))
+        if index + words >= len(bounds) - 1:
+            break
+    return spans
 
 
 def word_start(trajectory: Trajectory, position: int, *, floor: int = 0) -> int:

@@ -115,7 +115,7 @@ class GenerationResult(BaseModel):
         default_factory=list, description="Hosted primaries: every upstream request, in order (empty for local ones)."
     )
     steering: SteeringReport = Field(
-        default_factory=lambda: SteeringReport(), description="Local primaries: what the continuous steering did."
+        default_factory=SteeringReport, description="Local primaries: what the continuous steering did."
     )
 
     def count(self, kind: EventKind) -> int:

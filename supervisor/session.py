@@ -28,7 +28,7 @@ from supervisor.policy import Policy
 from supervisor.primaries.base import LogitPrimary
 from supervisor.sampling import SamplingParams, sample
 from supervisor.scorers.base import HiddenStateScorer, Scorer, in_own_thread
-from supervisor.steering import CandidateValue, candidate_value, steer, token_pieces
+from supervisor.steering import CandidateValue, candidate_value, steer, word_continuations
 
 _CONTENT_TOKEN = re.compile(r"^\s*[A-Za-z]{3,}\s*$")
 
@@ -123,7 +123,6 @@ class Session:
         self._ahead: tuple[Check, Future[list[Assessment] | ScorerError]] | None = None
         self._ahead_until = 0
         self._unglued_at = -1
-        self._continues_word: np.ndarray | None = None
         self._value: CandidateValue | None = candidate_value(policy.steering, primary) if supervise else None
         if self._value is not None:
             self.core.steering.value = self._value.name
@@ -231,7 +230,7 @@ class Session:
         for token_id in self._banned_at.get(token_position, ()):
             adjusted[token_id] = -np.inf
         if token_position == self._unglued_at:
-            adjusted[self._word_continuations()] = -np.inf
+            adjusted[word_continuations(self.primary)] = -np.inf
         temperature = self.request.sampling.temperature
         retrying = token_position < self._boost_until
         if retrying and temperature > 0 and self.policy.retry == "heat":
@@ -244,7 +243,7 @@ class Session:
                       self.policy.steering_value_floor)
         if self.core.bias_strength > 0:
             self._rerank(adjusted, self.core.bias_strength)
-        elif retrying and self.policy.retry == "steer" and self.supervise:
+        elif retrying and self.policy.retry == "steer":  # only after a rollback, so only under supervision
             self._rerank(adjusted, self.policy.rerank_strength)
         return sample(adjusted, self.request.sampling, self._rng, temperature)
 
@@ -265,13 +264,6 @@ class Session:
             return  # steering is an optimisation; the next checkpoint still measures (and fails closed)
         for candidate, assessment in zip(candidates, assessments):
             logits[int(candidate)] -= strength * assessment.risk
-
-    def _word_continuations(self) -> np.ndarray:
-        """Token ids whose text starts with a letter or digit (they would continue the word before them)."""
-        if self._continues_word is None:
-            self._continues_word = np.array(
-                [piece[:1].isalnum() for piece in token_pieces(self.primary)], dtype=bool)
-        return self._continues_word
 
     def _timed_primary(self, method: Callable[[Any], np.ndarray], argument: Any) -> np.ndarray:
         started = time.perf_counter()

@@ -60,7 +60,7 @@ class _FilterState:
     peak: float = 0.0
 
 
-def _per_category(assessment: Assessment) -> dict[str, float]:
+def per_category(assessment: Assessment) -> dict[str, float]:
     values = {name: assessment.categories.get(name, 0.0) for name in CATEGORIES}
     # A scorer that reports only an overall risk still drives the generic category.
     values["toxicity"] = max(values["toxicity"], assessment.risk if not assessment.categories else 0.0)
@@ -89,8 +89,8 @@ class StateEstimator:
 
     def update(self, position: int, chunk: Assessment, full: Assessment | None = None) -> MoralState:
         """Add the measurement at ``position``; ``full`` is the whole-response measurement, if taken."""
-        measured = _per_category(chunk)
-        full_measured = _per_category(full) if full is not None else None
+        measured = per_category(chunk)
+        full_measured = per_category(full) if full is not None else None
         if full_measured is not None:
             measured = {name: max(measured[name], full_measured[name]) for name in CATEGORIES}
         previous = self._filters[-1]

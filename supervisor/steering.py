@@ -127,6 +127,12 @@ def token_pieces(primary: LogitPrimary) -> list[str]:
     return _per_primary("pieces", primary, lambda: [primary.decode([t]) for t in range(primary.vocab_size)])
 
 
+def word_continuations(primary: LogitPrimary) -> np.ndarray:
+    """A mask over the vocabulary: tokens whose text starts with a letter or digit (they continue the word before)."""
+    return _per_primary("continuations", primary,
+                        lambda: np.array([piece[:1].isalnum() for piece in token_pieces(primary)], dtype=bool))
+
+
 def vocab_table(primary: LogitPrimary) -> np.ndarray:
     """The per-token value table of ``primary``: alt-profanity-check on each token's text."""
     return _per_primary("table", primary, lambda: profanity_model().probabilities(token_pieces(primary)))
