@@ -64,9 +64,9 @@ class Policy(BaseModel):
     release_whole_words: bool = Field(
         default=True,
         description=(
-            "Release text, and roll back, only at word starts (after whitespace), so a word is never split between "
-            "what was shown and what a rollback removes (a bare 'f' shown, then 'uck' rolled back). Text without "
-            "spaces is released anyway once window_tokens (at least 32) of it waits."
+            "Release text only at word starts, so a word is never split between what was shown and what a rollback "
+            "removes (a bare 'f' shown, then 'uck' rolled back). Text without spaces is released anyway once "
+            "window_tokens (at least 32) of it waits. Rollbacks go back to the end of a whole word either way."
         ),
     )
     holdback_checkpoints: int = Field(
