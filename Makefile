@@ -30,7 +30,7 @@ demo: $(STAMP)
 	$(VENV)/bin/supervisor demo
 
 serve: $(STAMP)
-	$(VENV)/bin/supervisor serve --primary smollm2 --allow-unsupervised-compare
+	$(VENV)/bin/supervisor serve --primary smollm2 --allow-unsupervised-compare --reveal-removed-text
 
 test: $(STAMP)
 	$(PY) -m pytest -q

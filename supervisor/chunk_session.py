@@ -385,6 +385,8 @@ class ChunkSession:
                 f"{len(self.released_text)} characters had been released; nothing unchecked was.",
                 released_text=self.released_text,
                 result=self.result,
+                failures=self._retries,
+                last_fault=str(exc),
             ) from exc
         # Only checked text survives: resume from the last passed checkpoint.
         target = max(self.core.estimator.safe_positions()[-1], self.core.released_position)

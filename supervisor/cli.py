@@ -361,6 +361,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "continuation": args.continuation, "upstream_api_key_env": args.upstream_api_key_env,
         "workers": args.workers,
         **({"allow_unsupervised_compare": True} if args.allow_unsupervised_compare else {}),
+        **({"reveal_removed_text": True} if args.reveal_removed_text else {}),
         **({"tenants": [{"api_key": key, "name": f"key{i}"} for i, key in enumerate(args.api_key)]}
            if args.api_key else {}),
     }
@@ -431,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=positive_int, default=None, help="local primaries loaded (concurrency)")
     serve.add_argument("--allow-unsupervised-compare", action="store_true",
                        help="let clients ask for the unsupervised answer (supervise=false): demos only")
+    serve.add_argument("--reveal-removed-text", action="store_true",
+                       help="send the text rollbacks removed to clients (events, report, chat page): demos only")
     serve.set_defaults(handler=cmd_serve)
 
     score = commands.add_parser("score", help="score texts from stdin (JSON strings or {\"text\": ...} per line)")

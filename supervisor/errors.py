@@ -53,10 +53,14 @@ class UpstreamFault(SupervisorError, RuntimeError):
 class UpstreamError(SupervisorError, RuntimeError):
     """A hosted primary kept failing after the policy's retries. Nothing unchecked was released.
 
-    ``released_text`` is what the caller already received; ``result`` holds the events and the attempts.
+    ``released_text`` is what the caller already received; ``result`` holds the events and the attempts;
+    ``failures`` counts the failed requests and ``last_fault`` is the last one's message.
     """
 
-    def __init__(self, message: str, *, released_text: str, result: object = None) -> None:
+    def __init__(self, message: str, *, released_text: str, result: object = None, failures: int = 0,
+                 last_fault: str = "") -> None:
         super().__init__(message)
         self.released_text = released_text
         self.result = result
+        self.failures = failures
+        self.last_fault = last_fault

@@ -98,6 +98,8 @@ class Reply:
     finish_reason: str = "stop"
     stall_after: int | None = None
     stall_s: float = 0.0
+    #: The error message of a ``status`` reply (what an upstream's validation dump looks like, for instance)
+    error_message: str | None = None
 
 
 class _LoopbackServer(ThreadingHTTPServer):
@@ -108,9 +110,13 @@ class _LoopbackServer(ThreadingHTTPServer):
 class ScriptedOpenAIServer:
     """``/v1/chat/completions`` and ``/v1/responses`` answered from a script; records every request body."""
 
-    def __init__(self, replies: list[Reply], *, echo: int = 0, piece_delay_s: float = 0.0) -> None:
+    def __init__(self, replies: list[Reply], *, echo: int = 0, piece_delay_s: float = 0.0, port: int = 0,
+                 tokenize_delay_s: float | None = None) -> None:
         """``echo``: with no scripted reply left, answer with the last user message repeated ``echo`` times
-        (each client can then tell its own answer); ``piece_delay_s``: pause between streamed pieces."""
+        (each client can then tell its own answer); ``piece_delay_s``: pause between streamed pieces; ``port``: 0
+        for a free one; ``tokenize_delay_s``: serve llama.cpp's ``/extras/tokenize`` (one id per character) after
+        that pause, instead of a 404."""
+        self.tokenize_delay_s = tokenize_delay_s
         self.replies = list(replies)
         self.echo, self.piece_delay_s = echo, piece_delay_s
         self.completed = 0  # streamed answers sent to the end
@@ -125,8 +131,31 @@ class ScriptedOpenAIServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if not self.path.endswith("/models"):
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                payload = json.dumps({"object": "list", "data": [
+                    {"id": "scripted", "object": "model", "created": 0, "owned_by": "test"}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if self.path.endswith("/extras/tokenize") and server.tokenize_delay_s is not None:
+                    time.sleep(server.tokenize_delay_s)
+                    tokens = json.dumps({"tokens": [ord(c) for c in str(body.get("input", ""))]}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(tokens)))
+                    self.end_headers()
+                    self.wfile.write(tokens)
+                    return
                 if not self.path.endswith(("/chat/completions", "/responses")):
                     self.send_response(404)  # e.g. /extras/tokenize: not a llama.cpp server
                     self.send_header("Content-Length", "0")
@@ -136,7 +165,8 @@ class ScriptedOpenAIServer:
                     server.requests.append({"path": self.path, **body})
                     reply = server.replies.pop(0) if server.replies else server._default_reply(body)
                 if reply.status != 200:
-                    payload = json.dumps({"error": {"message": f"scripted {reply.status}", "type": "test"}}).encode()
+                    message = reply.error_message or f"scripted {reply.status}"
+                    payload = json.dumps({"error": {"message": message, "type": "test"}}).encode()
                     self.send_response(reply.status)
                     for key, value in {"Content-Type": "application/json", **reply.headers}.items():
                         self.send_header(key, value)
@@ -183,7 +213,7 @@ class ScriptedOpenAIServer:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
-        self.httpd = _LoopbackServer(("127.0.0.1", 0), Handler)
+        self.httpd = _LoopbackServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -63,11 +63,23 @@ class RunningGateway:
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=120) as response:
             raw = response.read().decode()
+            self.last_headers = dict(response.headers)
         comments = [json.loads(line[len(": supervision "):]) for line in raw.splitlines()
                     if line.startswith(": supervision ")]
         data = [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: {")]
         text = "".join(d["choices"][0]["delta"].get("content") or "" for d in data if d["choices"])
         return text, comments, raw
+
+
+def audited(caplog: pytest.LogCaptureFixture, request_id: str, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    """The audit records of one request (a streamed one is recorded just after its last byte is sent)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "supervisor.audit"]
+        mine = [r for r in records if r["request_id"] == request_id]
+        if mine or time.monotonic() > deadline:
+            return mine
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +119,21 @@ def test_non_streaming_and_async_through_the_gateway(upstream_gateway: RunningGa
     assert asyncio.run(streamed()) == completion.choices[0].message.content
 
 
-def test_a_real_rollback_is_streamed_with_its_event_as_an_sse_comment(llama_server_url: str) -> None:
+def test_a_real_rollback_is_streamed_with_its_event_as_an_sse_comment(llama_server_url: str,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
     config = GatewayConfig(upstream=llama_server_url, continuation="prefill",
                            policy={"checkpoint_every": 4, "window_tokens": 8, "upstream_backoff_s": 0.0})
+    caplog.set_level("INFO", logger="supervisor.audit")
     with RunningGateway(config, scorer=KeywordScorer(word="Orange", step=1.0)) as gateway:
         text, comments, raw = gateway.stream_chat({"messages": RAINBOW, "stream": True, **GREEDY})
         assert "Orange" not in text and text
-        assert [c["kind"] for c in comments][:1] == ["rollback"] and "Orange" in comments[0]["removed_text"]
+        assert [c["kind"] for c in comments][:1] == ["rollback"] and comments[0]["removed_chars"] > 0
+        assert "Orange" not in raw  # what the supervisor removed never reaches the client, in any field
         assert raw.rstrip().endswith("data: [DONE]")
+        # ... the operator has it: one audit record per request, under the id the client was given
+        mine = audited(caplog, gateway.last_headers["x-request-id"])
+        assert len(mine) == 1 and mine[0]["tenant"] == "default" and mine[0]["outcome"] == "complete"
+        assert "Orange" in mine[0]["supervision"]["events"][0]["removed_text"]
         metrics = gateway.get("/metrics")
         assert 'supervisor_interventions_total{category="toxicity",kind="rollback",tenant="default"}' in metrics
         assert "supervisor_time_to_first_token_seconds_count" in metrics

@@ -48,16 +48,19 @@ def words(text: str) -> list[str]:
 
 
 def test_the_page_streams_answers_and_shows_interventions(browser: Any, tmp_path: Path) -> None:
-    replies = [
-        Reply(pieces=words("Hello! The weather is lovely today, a good day for a walk in the park.")),
-        Reply(pieces=words("Honestly you are a stupid idiot and everyone knows it, so stop asking.")),
-        Reply(pieces=words(" are asking a fair question, and I am glad to help you with it.")),
-    ]
+    insult = Reply(pieces=words("Honestly you are a stupid idiot and everyone knows it, so stop asking."))
+    retry = Reply(pieces=words(" are asking a fair question, and I am glad to help you with it."))
+    replies = [Reply(pieces=words("Hello! The weather is lovely today, a good day for a walk in the park.")),
+               insult, retry, insult, retry]
     policy = {"checkpoint_every": 4, "window_tokens": 8, "upstream_backoff_s": 0.0}
-    with ScriptedOpenAIServer(replies) as upstream, RunningGateway(
-            GatewayConfig(upstream=upstream.url, scorer="lexical", continuation="prefill", policy=policy)) as gateway:
+    tenants = [{"api_key": "page-user-key", "name": "users"},
+               {"api_key": "page-demo-key", "name": "demo", "reveal_removed_text": True}]
+    with ScriptedOpenAIServer(replies) as upstream, RunningGateway(GatewayConfig(
+            upstream=upstream.url, scorer="lexical", continuation="prefill", policy=policy,
+            tenants=tenants)) as gateway:
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{gateway.port}/")
+        page.fill("#key", "page-user-key")
         page.fill("#input", "How is the weather?")
         page.click("#send")
         page.wait_for_selector(".supervised[data-done='true']", timeout=30_000)
@@ -69,14 +72,22 @@ def test_the_page_streams_answers_and_shows_interventions(browser: Any, tmp_path
         page.wait_for_selector(".turn:last-child .supervised[data-done='true']", timeout=30_000)
         answer = page.locator(".turn:last-child .supervised")
         marker = answer.locator(".marker[data-kind='rollback']")
-        assert marker.count() >= 1
-        text = answer.inner_text()
-        assert "glad to help" in text
+        assert marker.count() >= 1 and "characters removed" in marker.first.inner_text()
+        assert "glad to help" in answer.inner_text()
+        html = page.content()  # a user's page holds nothing of what was removed, not even hidden
+        assert "idiot" not in html and "stupid" not in html and not page.is_visible("#reveal")
+
+        page.fill("#key", "page-demo-key")  # a demo key: the page may show what was rolled back, and says so
+        page.fill("#input", "Insult me again.")
+        page.click("#send")
+        page.wait_for_selector(".turn:last-child .supervised[data-done='true']", timeout=30_000)
+        answer = page.locator(".turn:last-child .supervised")
+        marker = answer.locator(".marker[data-kind='rollback']")
         shown = answer.evaluate(  # the answer's own text, without what the markers hold
             "node => Array.from(node.childNodes).filter(n => n.nodeType === 3).map(n => n.textContent).join('')")
         assert "idiot" not in shown and "stupid" not in shown
-        marker.first.locator("summary").click()  # the user can open what was rolled back
-        assert "idiot" in marker.first.inner_text()
+        marker.first.locator("summary").click()  # the demo user can open what was rolled back
+        assert "idiot" in marker.first.inner_text() and page.is_visible("#reveal")
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         if os.environ.get("SUPERVISOR_SCREENSHOT"):
             shutil.copy(tmp_path / "page.png", os.environ["SUPERVISOR_SCREENSHOT"])

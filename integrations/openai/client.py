@@ -269,7 +269,8 @@ class _SupervisedCompletions(GuardedResource):
         stream = SupervisedChatStream(self._primary, request, self._settings)
         if kwargs.get("stream"):
             return stream
-        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        with stream:  # closed also when the caller is interrupted: the upstream request ends with it
+            text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
         result = stream.supervision
         assert result is not None
         return _completion(request, text, result)
@@ -297,6 +298,11 @@ class SupervisedOpenAI(_Passthrough):
     def unwrapped(self) -> Any:
         """The original client (unsupervised)."""
         return self._target
+
+    @property
+    def primary(self) -> OpenAICompatiblePrimary:
+        """The chunk-controlled primary that supervised requests go through."""
+        return self._primary
 
     def with_options(self, **options: Any) -> SupervisedOpenAI:
         client = self._target.with_options(**options)
@@ -359,7 +365,8 @@ class _AsyncSupervisedCompletions(GuardedResource):
         stream = AsyncSupervisedChatStream(self._primary, request, self._settings)
         if kwargs.get("stream"):
             return stream
-        parts = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
+        async with stream:  # closed also when the task is cancelled: the upstream request ends with it
+            parts = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
         result = stream.supervision
         assert result is not None
         return _completion(request, "".join(parts), result)
@@ -386,6 +393,11 @@ class AsyncSupervisedOpenAI(_Passthrough):
     @property
     def unwrapped(self) -> Any:
         return self._target
+
+    @property
+    def primary(self) -> OpenAICompatiblePrimary:
+        """The chunk-controlled primary that supervised requests go through."""
+        return self._primary
 
     def with_options(self, **options: Any) -> AsyncSupervisedOpenAI:
         client = self._target.with_options(**options)

@@ -38,6 +38,26 @@ class Route(BaseModel):
     )
     scorer: str | None = Field(default=None, description="Scorer name (default: the library's default).")
     policy: str | dict[str, Any] | None = Field(default=None, description="Policy file path or its fields.")
+    models: list[str] = Field(
+        default_factory=list,
+        description="Model names clients may ask for on this route (others get 404 model_not_found). Empty: a local "
+                    "primary answers to its own name (e.g. smollm2); an upstream to the models it lists itself.",
+    )
+    pass_through: list[str] = Field(
+        default_factory=list,
+        description="Request parameters outside OpenAI's API passed to the upstream as sent (e.g. vLLM's top_k, "
+                    "repetition_penalty). Others get a 400, as OpenAI answers an unknown parameter.",
+    )
+    reveal_removed_text: bool = Field(
+        default=False,
+        description="Send the text a rollback removed to clients, in the events and the supervision report. Off: "
+                    "it is what the supervisor judged unsafe, and an app that shows the raw stream would show it; "
+                    "clients get its length, operators the text in the audit log. Demos may turn it on.",
+    )
+    max_concurrent: int | None = Field(
+        default=None, ge=1,
+        description="Most requests of this route's key in progress at once (429 above); None: no limit.",
+    )
 
 
 class Tenant(Route):
@@ -60,6 +80,33 @@ class GatewayConfig(Route):
     max_tokens: int = Field(default=4_096, ge=1, le=MAX_TOKENS_LIMIT, description="Largest max_tokens accepted.")
     default_max_tokens: int = Field(
         default=512, ge=1, le=MAX_TOKENS_LIMIT, description="max_tokens for a request that sets none."
+    )
+    queue_size: int = Field(
+        default=16, ge=0,
+        description="Requests that may wait for a free local primary; more get a 429 at once (a queue without a "
+                    "bound turns overload into timeouts for everyone).",
+    )
+    queue_timeout_s: float = Field(
+        default=30.0, gt=0,
+        description="Seconds a request waits for a free local primary before a 429 with Retry-After.",
+    )
+    send_timeout_s: float = Field(
+        default=30.0, gt=0,
+        description="A streaming client that reads nothing for this long is cut off and its generation stopped "
+                    "(a stuck reader would hold a primary).",
+    )
+    max_json_depth: int = Field(default=32, ge=4, le=512, description="Deepest nesting of a request body (400 above).")
+    max_moderation_inputs: int = Field(default=32, ge=1, description="Most inputs in one moderation request.")
+    max_moderation_chars: int = Field(
+        default=100_000, ge=1, description="Most characters, all inputs together, in one moderation request."
+    )
+    models_cache_s: float = Field(
+        default=60.0, ge=0, description="Seconds an upstream's own model list is trusted before it is asked again.",
+    )
+    audit_log: str | None = Field(
+        default=None,
+        description="A file that receives the audit record of every request as JSON lines (the supervisor.audit "
+                    "logger logs them too); it holds removed text: keep it where operators keep logs.",
     )
     allow_unsupervised_compare: bool = Field(
         default=False,

@@ -24,6 +24,7 @@ newer OpenAI models and ``cl100k_base`` for gpt-4 / gpt-3.5 (both loaded offline
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -38,6 +39,7 @@ from supervisor.primaries.tokenizers import ServerTokenizer, TokenizerSpec, reso
 
 Continuation = Literal["instruction", "prefill", "vllm", "completions"]
 CONTINUATIONS: tuple[str, ...] = ("instruction", "prefill", "vllm", "completions")
+MAX_TOKENIZERS = 32  # models whose tokenizer is kept (a client naming many models must not grow memory)
 
 
 @dataclass
@@ -81,6 +83,7 @@ class OpenAICompatiblePrimary(HostedPrimary):
         self.tokenizer_spec = tokenizer
         self.endpoint = "completions" if continuation == "completions" else "chat"
         self._tokenizers: dict[str | None, Callable[[str], list[int]] | None] = {}
+        self._tokenizers_lock = threading.Lock()
         self.name = name or (f"openai:{model}" if model else "openai")
 
     def with_clients(self, client: Any = None, async_client: Any = None) -> OpenAICompatiblePrimary:
@@ -91,10 +94,13 @@ class OpenAICompatiblePrimary(HostedPrimary):
     # -- tokens ---------------------------------------------------------------------------------
     def tokenizer(self, request: Any) -> Callable[[str], list[int]] | None:
         model = _as_chat_request(request).kwargs.get("model") or self.model
-        if model not in self._tokenizers:
-            self._tokenizers[model] = resolve_tokenizer(self.tokenizer_spec, base_url=self.base_url,
-                                                        api_key=self.api_key, model=model)
-        return self._tokenizers[model]
+        with self._tokenizers_lock:  # one probe per model, also when a server resolves it from worker threads
+            if model not in self._tokenizers:
+                if len(self._tokenizers) >= MAX_TOKENIZERS:
+                    self._tokenizers.pop(next(iter(self._tokenizers)))
+                self._tokenizers[model] = resolve_tokenizer(self.tokenizer_spec, base_url=self.base_url,
+                                                            api_key=self.api_key, model=model)
+            return self._tokenizers[model]
 
     def token_counter(self, request: Any) -> Callable[[str], int]:
         tokenizer = self.tokenizer(request)
