@@ -31,6 +31,7 @@ from supervisor.integrations.serve.metrics import Metrics
 from supervisor.integrations.serve.reports import audit, audit_log
 from supervisor.integrations.serve.validation import moderation_texts, parse_chat, parse_json
 
+from supervisor.errors import ConfigError
 from supervisor.scorers import Scorer
 from supervisor.scorers.base import aassess_checked
 from supervisor.scorers.combined import BatchingScorer
@@ -58,7 +59,10 @@ class Gateway:
         }
         self.limits = TenantLimits()
         if config.audit_log is not None:
-            handler = logging.FileHandler(config.audit_log, encoding="utf-8")
+            try:
+                handler = logging.FileHandler(config.audit_log, encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"audit_log {config.audit_log!r} cannot be opened for appending: {exc}") from exc
             handler.setFormatter(logging.Formatter("%(message)s"))
             audit_log.addHandler(handler)
             audit_log.setLevel(logging.INFO)
