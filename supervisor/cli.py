@@ -24,6 +24,7 @@ from supervisor.primaries.base import LogitPrimary
 from supervisor.primaries.chunk import ChunkPrimary
 from supervisor.prompts import PromptItem, bundled_prompts, json_lines, read_jsonl
 from supervisor.scorers import DEFAULT_SCORER, get_scorer
+from supervisor.scorers.base import assess_checked
 
 
 def _bounded(kind: type[int] | type[float], low: float, high: float, accepted: str) -> Any:
@@ -340,7 +341,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         texts.append(check_unicode(record, where))
     scorer = get_scorer(args.scorer)
     for start in range(0, len(texts), args.batch_size):
-        for assessment in scorer.assess(texts[start : start + args.batch_size]):
+        for assessment in assess_checked(scorer, texts[start : start + args.batch_size], None):
             print(json.dumps({
                 "risk": round(assessment.risk, 4),
                 "categories": {k: round(v, 4) for k, v in assessment.categories.items()},

@@ -193,7 +193,7 @@ def test_local_primary_streams_and_answers(local_gateway: RunningGateway) -> Non
 def test_a_client_that_disconnects_frees_the_local_primary(local_gateway: RunningGateway) -> None:
     client = local_gateway.client(timeout=30)
     long_call: dict[str, Any] = {"model": "smollm2", "max_tokens": 1500, "temperature": 1.0, "seed": 1,
-                                 "messages": [{"role": "user", "content": "Write a very long story about a ship."}]}
+                                 "messages": [{"role": "user", "content": "Write a very long story about a ship, with twenty chapters."}]}
     stream = client.chat.completions.create(stream=True, **long_call)
     next(iter(stream))
     stream.close()  # the client goes away mid-answer

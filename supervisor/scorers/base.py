@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from supervisor.assessment import Assessment
 from supervisor.errors import ScorerError
+from supervisor.visible_text import visible
 
 
 @runtime_checkable
@@ -77,14 +78,16 @@ def assess_checked(
     timeout_s: float | None,
     method: Callable[[list[Any]], list[Assessment]] | None = None,
 ) -> list[Assessment]:
-    """Call the scorer (``method`` instead of ``scorer.assess`` when given, e.g. ``assess_hidden``),
-    turning exceptions, timeouts and malformed answers into :class:`ScorerError`."""
+    """Call the scorer (``method`` instead of ``scorer.assess`` when given, e.g. ``assess_hidden``) on what a
+    person sees of each text (:func:`~supervisor.visible_text.visible`), turning exceptions, timeouts and
+    malformed answers into :class:`ScorerError`."""
     call = method or scorer.assess
+    inputs = seen(texts)
     try:
         if timeout_s is None:
-            result = call(list(texts))
+            result = call(inputs)
         else:
-            result = in_own_thread(call, list(texts)).result(timeout=timeout_s)
+            result = in_own_thread(call, inputs).result(timeout=timeout_s)
     except concurrent.futures.TimeoutError as exc:
         raise ScorerError(f"scorer {scorer.name!r} did not answer within {timeout_s} s") from exc
     except ScorerError:
@@ -92,6 +95,11 @@ def assess_checked(
     except Exception as exc:  # noqa: BLE001 - any failure of a user-supplied scorer is reported the same way
         raise ScorerError(f"scorer {scorer.name!r} raised {type(exc).__name__}: {exc}") from exc
     return _checked_result(scorer, texts, result)
+
+
+def seen(texts: Sequence[Any]) -> list[Any]:
+    """What a person sees of each text; anything else a ``method`` measures (hidden-state spans) as it is."""
+    return [visible(text) if isinstance(text, str) else text for text in texts]
 
 
 def _checked_result(scorer: Scorer, texts: Sequence[Any], result: Any) -> list[Assessment]:
@@ -112,9 +120,9 @@ def _checked_result(scorer: Scorer, texts: Sequence[Any], result: Any) -> list[A
 
 
 async def aassess_checked(scorer: Scorer, texts: Sequence[str], timeout_s: float | None) -> list[Assessment]:
-    """Async twin of :func:`assess_checked` (uses the scorer's ``aassess``)."""
+    """Async twin of :func:`assess_checked` (uses the scorer's ``aassess``), also on the visible texts."""
     try:
-        result = await asyncio.wait_for(scorer.aassess(list(texts)), timeout=timeout_s)
+        result = await asyncio.wait_for(scorer.aassess(seen(texts)), timeout=timeout_s)
     except asyncio.TimeoutError as exc:
         raise ScorerError(f"scorer {scorer.name!r} did not answer within {timeout_s} s") from exc
     except ScorerError:

@@ -98,7 +98,13 @@ class BatchingScorer(BaseScorer):
         loop = batch[0][1].get_loop()
         texts = [text for own, _ in batch for text in own]
         done = in_own_thread(self.inner.assess, texts)
-        done.add_done_callback(lambda finished: loop.call_soon_threadsafe(self._deliver, batch, finished))
+        def deliver(finished: concurrent.futures.Future[list[Assessment]]) -> None:
+            try:
+                loop.call_soon_threadsafe(self._deliver, batch, finished)
+            except RuntimeError:  # a hung call may end after its callers' loop closed: nobody waits for it then
+                pass
+
+        done.add_done_callback(deliver)
 
     @staticmethod
     def _deliver(batch: list[tuple[list[str], asyncio.Future[list[Assessment]]]],

@@ -14,6 +14,7 @@ import numpy as np
 from supervisor.assessment import Assessment
 from supervisor.errors import MissingDependencyError
 from supervisor.scorers.base import BaseScorer
+from supervisor.visible_text import obfuscation_variant, visible
 
 
 class ProfanityModel:
@@ -69,7 +70,9 @@ def profanity_model() -> ProfanityModel:
 
 
 class LexicalScorer(BaseScorer):
-    """Probability of offensive language from alt-profanity-check, reported as ``toxicity``."""
+    """Probability of offensive language from alt-profanity-check, reported as ``toxicity``: of the visible
+    text (:func:`~supervisor.visible_text.visible`; folding what ``assess_checked`` folded changes nothing),
+    or of its leetspeak reading ("sh1t" as "shit") where that is higher."""
 
     name = "lexical"
 
@@ -86,5 +89,17 @@ class LexicalScorer(BaseScorer):
     def assess(self, texts: Sequence[str]) -> list[Assessment]:
         if not texts:
             return []
-        probabilities = self._load()([text if text.strip() else "." for text in texts])
-        return [Assessment.from_categories({"toxicity": float(p)}) for p in probabilities]
+        readings = [self._readings(text) for text in texts]
+        batch = [reading for per_text in readings for reading in per_text]
+        probabilities = iter(self._load()([text if text.strip() else "." for text in batch]))
+        return [
+            Assessment.from_categories({"toxicity": float(max(next(probabilities) for _ in per_text))})
+            for per_text in readings
+        ]
+
+    @staticmethod
+    def _readings(text: str) -> list[str]:
+        """The visible text, and its leetspeak reading when it has one."""
+        seen = visible(text)
+        variant = obfuscation_variant(seen)
+        return [seen] if variant is None else [seen, variant]
