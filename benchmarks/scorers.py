@@ -8,7 +8,7 @@
    here is trained on them: toxicity, insult -> harassment, identity_attack -> hate, threat -> violence,
    sexually_explicit -> sexual); the share of XSTest `safe` prompts and neutral paradetox rewrites flagged at
    the default act threshold (0.6); latency per text at batch 1 and 32; memory.
-2. Generalisation of the embedding probe's recipe (``supervisor.train``), retrained for each fold:
+2. Generalisation of the embedding probe's recipe (``supervisor.lab.train``), retrained for each fold:
    - leave-one-group-out: each ToxiGen target group removed from training (all its sentences), then the
      hate and toxicity heads scored on that group's sentences;
    - leave-one-dataset-out: each dataset removed from training, every head it labels scored on its test
@@ -28,21 +28,19 @@ from typing import Any
 import numpy as np
 import psutil
 
-from supervisor.policy import Policy
-from supervisor.scorers import get_scorer
-from supervisor.train import (
+from supervisor.lab.datasets import (
     HEADS,
     RTP_ATTRIBUTES,
     Example,
-    Featurizer,
-    auroc,
     benign_texts,
-    fit_heads,
     load_examples,
     rtp_continuations,
-    sigmoid,
     split_of,
 )
+from supervisor.lab.fitting import auroc, fit_heads, sigmoid
+from supervisor.lab.train import Featurizer
+from supervisor.policy import Policy
+from supervisor.scorers import get_scorer
 
 DEFAULT = "lexical,embedding,cascade,ensemble"
 
@@ -184,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scorers", default=DEFAULT)
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--limit", type=int, default=300, help="texts per test set")
-    parser.add_argument("--cache", default=".cache/train", help="embedding cache shared with supervisor.train")
+    parser.add_argument("--cache", default=".cache/train", help="embedding cache shared with supervisor.lab.train")
     parser.add_argument("--no-generalisation", action="store_true", help="skip the leave-one-out retraining")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "scorers.json"))
     args = parser.parse_args(argv)

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from supervisor import Policy, Supervisor  # noqa: E402
-from supervisor.evaluation import continuation_nll, load_mode_prompts, rtp_toxicity  # noqa: E402
+from supervisor.lab.evaluation import continuation_nll, load_mode_prompts, rtp_toxicity  # noqa: E402
 from supervisor.primaries import load_primary  # noqa: E402
 from supervisor.prompts import PromptItem, bundled_prompts  # noqa: E402
 from supervisor.scorers import get_scorer  # noqa: E402

@@ -9,7 +9,7 @@ import pytest
 from helpers import ScriptedPrimary
 
 from supervisor import Supervisor
-from supervisor.evaluation import (
+from supervisor.lab.evaluation import (
     EvalSettings,
     continuation_nll,
     distinct_n,
@@ -28,7 +28,7 @@ def test_distinct_n() -> None:
 
 
 def test_bundled_prompt_sets_and_rtp_shape(tmp_path: Path) -> None:
-    from supervisor.train import split_of
+    from supervisor.lab.datasets import split_of
 
     continuation = load_mode_prompts("continuation", None, None)
     assert len(continuation) == 139 and all(i.prompt for i in continuation)
@@ -63,7 +63,7 @@ def test_generations_are_paired_seeded_and_resumable(tmp_path: Path) -> None:
     out.write_text(out.read_text()[:-20])
     kept = read_records(out)
     assert len(kept) == len(records) - 1
-    from supervisor.evaluation import key_of
+    from supervisor.lab.evaluation import key_of
 
     out.write_text("".join(json.dumps(r) + "\n" for r in kept))
     assert run_generations(settings, generate, out, halt_message="", done={key_of(r) for r in kept}) == 1

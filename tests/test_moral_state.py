@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.evaluation import DEFAULT_JUDGES, judge_relation
-from supervisor.operating_points import BenignPrompt, RecordingScorer, collect, false_intervention_rate
+from supervisor.lab.datasets import HEADS, Example
+from supervisor.lab.evaluation import DEFAULT_JUDGES, judge_relation
+from supervisor.lab.fitting import fit_head, operating_thresholds
+from supervisor.lab.operating_points import BenignPrompt, RecordingScorer, collect, false_intervention_rate
 from supervisor.policy import Policy
-from supervisor.train import HEADS, Example, fit_head, operating_thresholds
 
 
 @settings(max_examples=200, deadline=None)
@@ -112,13 +113,15 @@ def test_eval_without_the_judge_fails_before_generating_and_says_how_to_fetch_it
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from supervisor import cli
     from supervisor.errors import ConfigError, ModelNotFoundError
-    from supervisor.scorers import get_scorer, perspective_proxy
+    from supervisor.lab import cli as lab_cli
+    from supervisor.lab import judge as perspective_proxy
+    from supervisor.scorers import get_scorer
 
     monkeypatch.delenv("SUPERVISOR_MPNET_PATH", raising=False)
     monkeypatch.setattr(perspective_proxy, "MPNET_CACHE", tmp_path / "absent")
-    with pytest.raises(ModelNotFoundError, match="perspective_proxy --fetch"):
+    with pytest.raises(ModelNotFoundError, match="supervisor.lab.judge --fetch"):
         get_scorer("perspective-proxy")
-    monkeypatch.setattr(cli, "load_primary", lambda *a, **k: pytest.fail("the primary was loaded before the judges"))
+    monkeypatch.setattr(lab_cli, "load_primary", lambda *a, **k: pytest.fail("the primary was loaded before the judges"))
     out = tmp_path / "eval"
     assert cli.main(["eval", "--limit", "1", "--samples", "1", "--out", str(out)]) != 0
     assert "--fetch" in capsys.readouterr().err

@@ -10,8 +10,8 @@ import pytest
 from helpers import recorded_forward_shapes
 
 from supervisor import Policy, Supervisor, load_primary
+from supervisor.lab.train import main as train_main
 from supervisor.scorers.state_probe import StateProbeScorer
-from supervisor.train import main as train_main
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-from supervisor.continuation import ContinuationFilter
 from supervisor.errors import ConfigError, MissingDependencyError, UpstreamFault
 from supervisor.primaries.chunk import Attempt, ChunkPrimary, UpstreamDelta
+from supervisor.primaries.continuation import ContinuationFilter
 
 TRUNCATED = "the stream ended without a finish reason (connection dropped or server stopped mid-answer)"
 

@@ -29,11 +29,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from supervisor.continuation import CONTINUE_INSTRUCTION
 from supervisor.errors import ConfigError, InputError
 from supervisor.messages import with_instruction
 from supervisor.primaries.chat_templates import ChatTemplate, jinja_chat_template
 from supervisor.primaries.chunk import Attempt, UpstreamDelta, estimate_tokens
+from supervisor.primaries.continuation import CONTINUE_INSTRUCTION
 from supervisor.primaries.hosted import HostedPrimary, require_openai
 from supervisor.primaries.tokenizers import ServerTokenizer, TokenizerSpec, resolve_tokenizer
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.continuation import CONTINUE_INSTRUCTION
 from supervisor.errors import UpstreamFault
 from supervisor.primaries.chunk import Attempt, UpstreamDelta
+from supervisor.primaries.continuation import CONTINUE_INSTRUCTION
 from supervisor.primaries.hosted import HostedPrimary
 
 

@@ -9,8 +9,9 @@ Names:
 - ``hf-classifier:NAME_OR_PATH``: any transformers sequence-classification model;
 - ``llm-judge[:self-check|llama-guard[:PRIMARY]]``: a local chat model's P(unsafe answer);
 - ``openai-moderation[:MODEL]``: the OpenAI moderation endpoint;
-- ``perspective-proxy``: an evaluation judge (Perspective toxicity proxy) that shares no model and no training
-  data with the scorers above (mpnet + n-grams, trained on RTP continuations only);
+- ``perspective-proxy``: the lab's evaluation judge (Perspective toxicity proxy) that shares no model and no
+  training data with the scorers above (mpnet + n-grams, trained on RTP continuations only): registered by the
+  lab through the ``supervisor.scorers`` entry point, as any installed package can add scorers;
 - ``state-probe[:PRIMARY]``: a linear probe on a transformers primary's hidden states (scoring texts
   runs its model; attach ``StateProbeScorer(primary)`` to the generating primary to measure for free).
 """
@@ -18,6 +19,7 @@ Names:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from supervisor.errors import MissingDependencyError, ModelNotFoundError
 from supervisor.scorers.base import BaseScorer, Scorer, assess_checked
@@ -76,12 +78,6 @@ def _state_probe(arg: str) -> Scorer:
     return StateProbeScorer(primary)
 
 
-def _perspective_proxy(arg: str) -> Scorer:
-    from supervisor.scorers.perspective_proxy import PerspectiveProxyJudge
-
-    return PerspectiveProxyJudge()
-
-
 def _openai_moderation(arg: str) -> Scorer:
     from supervisor.scorers.openai_moderation import OpenAIModerationScorer
 
@@ -97,7 +93,6 @@ SCORERS: dict[str, Callable[[str], Scorer]] = {
     "llm-judge": _llm_judge,
     "openai-moderation": _openai_moderation,
     "state-probe": _state_probe,
-    "perspective-proxy": _perspective_proxy,
 }
 
 
@@ -116,12 +111,24 @@ def get_scorer(name: str | Scorer | None = None) -> Scorer:
             return name
         raise ModelNotFoundError(f"scorer must be a name or a Scorer, got {type(name).__name__}")
     kind, _, arg = name.partition(":")
-    if kind not in SCORERS:
+    factories = {**installed_scorers(), **SCORERS}
+    if kind not in factories:
         raise ModelNotFoundError(
-            f"unknown scorer {name!r}; available: {', '.join(sorted(SCORERS))} "
+            f"unknown scorer {name!r}; available: {', '.join(sorted(factories))} "
             "(hf-classifier:NAME_OR_PATH, llm-judge:STYLE:PRIMARY, openai-moderation:MODEL take an argument)"
         )
-    return SCORERS[kind](arg)
+    return factories[kind](arg)
+
+
+def installed_scorers() -> dict[str, Callable[[str], Scorer]]:
+    """Scorers that installed packages register under the ``supervisor.scorers`` entry point (name -> a factory
+    taking the text after ``name:``), e.g. the lab's ``perspective-proxy`` judge. Loaded when asked for."""
+    from importlib.metadata import entry_points
+
+    def factory(entry: Any) -> Callable[[str], Scorer]:
+        return lambda arg: entry.load()(arg)
+
+    return {entry.name: factory(entry) for entry in entry_points(group="supervisor.scorers")}
 
 
 __all__ = ["BaseScorer", "DEFAULT_SCORER", "SCORERS", "Scorer", "assess_checked", "get_scorer"]

