@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench serve clean
+.PHONY: install demo test lint bench serve docs clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/core.py
+
+# The documentation site (MkDocs + Material + mkdocstrings; mkdocs.yml, pages in docs/), built into site/. It needs
+# the installed package: docs/hooks.py renders the Policy and gateway config tables from the pydantic models.
+docs: $(STAMP)
+	$(VENV)/bin/pip install --quiet -r docs/requirements.txt
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 # A real vLLM server (own venv .venv-vllm, CPU build) serving the embedded SmolLM2 on 127.0.0.1:8282; see
 # scripts/vllm_server.sh. `make vllm-stop` stops it (it holds ~3.5 GB).

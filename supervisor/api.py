@@ -8,7 +8,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, 
 from pathlib import Path
 from typing import Any
 
-from supervisor.chunk_session import ChunkSession, arun_chunked, chunk_session, run_chunked
+from supervisor.chunk_drivers import arun_chunked, run_chunked
+from supervisor.chunk_session import ChunkSession, chunk_session
 from supervisor.errors import InputError
 from supervisor.events import EventObserver, GenerationResult
 from supervisor.messages import validate_max_tokens, validate_messages, validate_prompt

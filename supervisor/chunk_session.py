@@ -15,18 +15,16 @@ token ids); token counts come from the primary's tokenizer where it has one, an 
 
 from __future__ import annotations
 
-import asyncio
-import bisect
 import re
-import time
-from collections.abc import AsyncGenerator, Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from supervisor.actions import Reprompt
 from supervisor.assessment import Assessment
-from supervisor.core import Check, SupervisionCore, ameasure, measure, tile_words
-from supervisor.errors import ScorerError, UpstreamError, UpstreamFault
+from supervisor.char_trajectory import CharTrajectory
+from supervisor.core import Check, SupervisionCore, tile_words
+from supervisor.errors import ScorerError, UpstreamError
 from supervisor.events import EventObserver, GenerationResult, StopReason, UpstreamAttempt
 from supervisor.policy import Policy
 from supervisor.primaries.chunk import (
@@ -37,7 +35,6 @@ from supervisor.primaries.chunk import (
     UpstreamDelta,
     estimate_tokens,
 )
-from supervisor.scorers.base import Scorer
 from supervisor.state import per_category
 
 #: max_tokens for a session whose caller set no limit (the upstream's own limit applies).
@@ -59,81 +56,6 @@ class Step:
     check: list[str] | None = None
     restart: Attempt | None = None
     done: bool = False
-
-
-@dataclass
-class CharTrajectory:
-    """The response as text, with the cumulative token count at each piece boundary (a
-    :class:`~supervisor.core.Trajectory` whose positions are character offsets).
-
-    A delta longer than ``piece_tokens`` is cut into pieces at spaces, with token counts shared out by
-    length, so that checkpoints and scored windows keep their size whatever the upstream's delta sizes.
-    """
-
-    piece_tokens: int = 1 << 30
-    response: str = ""
-    bounds: list[tuple[int, int]] = field(default_factory=lambda: [(0, 0)])
-
-    @property
-    def end(self) -> int:
-        return len(self.response)
-
-    @property
-    def tokens(self) -> int:
-        return self.bounds[-1][1]
-
-    def text(self, start: int, end: int) -> str:
-        return self.response[start:end]
-
-    def append(self, text: str, tokens: int) -> None:
-        start, base = len(self.response), self.tokens
-        self.response += text
-        pieces = -(-tokens // self.piece_tokens)
-        cuts: list[int] = []
-        for k in range(1, pieces):
-            target = len(text) * k // pieces
-            space = text.find(" ", target)
-            cut = space if 0 < space < len(text) else target
-            if cut > (cuts[-1] if cuts else 0):
-                cuts.append(cut)
-        for cut in cuts:
-            self.bounds.append((start + cut, base + tokens * cut // len(text)))
-        self.bounds.append((len(self.response), base + tokens))
-
-    # Both coordinates of ``bounds`` only grow, so lookups bisect (they run on every delta).
-    def _index_at(self, char_offset: int) -> int:
-        return bisect.bisect_right(self.bounds, char_offset, key=lambda bound: bound[0]) - 1
-
-    def tokens_at(self, char_offset: int) -> int:
-        index = self._index_at(char_offset)
-        return self.bounds[index][1] if index >= 0 else 0
-
-    def window_start(self, end: int, tokens: int) -> int:
-        limit = self.tokens_at(end) - tokens
-        index = bisect.bisect_right(self.bounds, limit, key=lambda bound: bound[1]) - 1
-        return self.bounds[index][0] if index >= 0 else 0
-
-    def is_word_start(self, char_offset: int) -> bool:
-        if char_offset <= 0:
-            return True
-        if char_offset > len(self.response):
-            return False
-        if self.response[char_offset - 1].isspace():
-            return True
-        return char_offset < len(self.response) and self.response[char_offset].isspace()
-
-    def checkpoints_after(self, char_offset: int, every: int) -> list[int]:
-        due: list[int] = []
-        last = self.tokens_at(char_offset)
-        for offset, tokens in self.bounds[self._index_at(char_offset) + 1:]:
-            if tokens - last >= every:
-                due.append(offset)
-                last = tokens
-        return due
-
-    def truncate(self, char_offset: int) -> None:
-        self.response = self.response[:char_offset]
-        self.bounds = [(c, t) for c, t in self.bounds if c <= char_offset]
 
 
 class ChunkSession:
@@ -435,101 +357,6 @@ def _word_windows(text: str, words: int) -> list[str]:
         return []
     starts = [0, *(m.start() for m in re.finditer(r"(?<=\S)\s", text))]
     return [text[a:b] for a, b in tile_words(starts, len(text), words)]
-
-
-# -- drivers: one sync, one async ---------------------------------------------------------------
-def settle(session: ChunkSession, step: Step, scorer: Scorer) -> Step:
-    """Answer every check ``step`` asks for (and the checks their answers ask for); the released text adds up."""
-    released = step.released
-    while step.check is not None:
-        step = session.resolve(measure(session.core, scorer, step.check))
-        released += step.released
-    step.released = released
-    return step
-
-
-async def asettle(session: ChunkSession, step: Step, scorer: Scorer) -> Step:
-    """Async twin of :func:`settle`."""
-    released = step.released
-    while step.check is not None:
-        step = session.resolve(await ameasure(session.core, scorer, step.check))
-        released += step.released
-    step.released = released
-    return step
-
-
-def run_chunked(
-    session: ChunkSession, primary: ChunkPrimary, request: Any, scorer: Scorer
-) -> Generator[str, None, None]:
-    """Drive ``session`` over ``primary``: yields released text; ``session.result`` is set at the end.
-    Closing the generator closes the upstream stream and finishes the result as cancelled."""
-    attempt: Attempt | None = session.begin()
-    try:
-        while attempt is not None:
-            step = Step()
-            try:
-                if attempt.candidates > 1:
-                    step = settle(session, session.choose(attempt, primary.candidates(request, attempt)), scorer)
-                    if step.released:
-                        yield step.released
-                else:
-                    with primary.open(request, attempt) as upstream:
-                        for delta in upstream:
-                            step = settle(session, session.feed(delta), scorer)
-                            if step.released:
-                                yield step.released
-                            if step.done or step.restart:
-                                break
-                        else:
-                            step = settle(session, session.end(), scorer)
-                            if step.released:
-                                yield step.released
-            except UpstreamFault as exc:
-                attempt, wait = session.fault(exc)
-                time.sleep(wait)
-                continue
-            attempt = step.restart
-            if attempt is None and not step.done:
-                raise RuntimeError("chunk session stopped without a result")  # a bug, never a silent end
-    finally:
-        session.cancel()
-
-
-async def arun_chunked(
-    session: ChunkSession, primary: ChunkPrimary, request: Any, scorer: Scorer
-) -> AsyncGenerator[str, None]:
-    """Async twin of :func:`run_chunked`."""
-    attempt: Attempt | None = session.begin()
-    try:
-        while attempt is not None:
-            step = Step()
-            try:
-                if attempt.candidates > 1:
-                    candidates = await primary.acandidates(request, attempt)
-                    step = await asettle(session, session.choose(attempt, candidates), scorer)
-                    if step.released:
-                        yield step.released
-                else:
-                    async with primary.aopen(request, attempt) as upstream:
-                        async for delta in upstream:
-                            step = await asettle(session, session.feed(delta), scorer)
-                            if step.released:
-                                yield step.released
-                            if step.done or step.restart:
-                                break
-                        else:
-                            step = await asettle(session, session.end(), scorer)
-                            if step.released:
-                                yield step.released
-            except UpstreamFault as exc:
-                attempt, wait = session.fault(exc)
-                await asyncio.sleep(wait)
-                continue
-            attempt = step.restart
-            if attempt is None and not step.done:
-                raise RuntimeError("chunk session stopped without a result")
-    finally:
-        session.cancel()
 
 
 def chunk_session(

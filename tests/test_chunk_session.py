@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from supervisor import Policy
-from supervisor.chunk_session import arun_chunked, chunk_session, run_chunked
+from supervisor.chunk_drivers import arun_chunked, run_chunked
+from supervisor.chunk_session import chunk_session
 from supervisor.errors import UpstreamError, UpstreamFault
 from supervisor.primaries.chunk import Attempt, ChunkPrimary, UpstreamDelta
 from tests.helpers import KeywordScorer

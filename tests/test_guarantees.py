@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from supervisor import Policy
 from supervisor.assessment import Assessment
-from supervisor.chunk_session import arun_chunked, chunk_session, run_chunked
+from supervisor.chunk_drivers import arun_chunked, run_chunked
+from supervisor.chunk_session import chunk_session
 from supervisor.errors import UpstreamError, UpstreamFault
 from supervisor.primaries.chunk import Attempt, ChunkPrimary, UpstreamDelta, estimate_tokens
 from supervisor.sampling import SamplingParams
@@ -224,7 +225,8 @@ def test_logit_engine_never_releases_unchecked_text(
 
 def test_the_reported_case_a_flagged_word_before_a_large_delta() -> None:
     """Issue 10: "Fuck" (lexical risk 1.0) then one ~25-word delta was released before any check saw it."""
-    from supervisor.chunk_session import ChunkSession, settle
+    from supervisor.chunk_drivers import settle
+    from supervisor.chunk_session import ChunkSession
 
     pieces = [MARK, " you are great and the weather is mild today and the park is open for everyone to enjoy "
                     "a quiet walk with friends and family in the afternoon sun",

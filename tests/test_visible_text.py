@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from supervisor import Assessment, Policy
-from supervisor.chunk_session import ChunkSession, settle
+from supervisor.chunk_drivers import settle
+from supervisor.chunk_session import ChunkSession
 from supervisor.primaries.chunk import UpstreamDelta
 from supervisor.scorers import assess_checked, get_scorer
 from supervisor.scorers.base import aassess_checked

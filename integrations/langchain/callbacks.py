@@ -10,7 +10,8 @@ from uuid import UUID
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 
-from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession, Step, asettle, settle
+from supervisor.chunk_drivers import asettle, settle
+from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession, Step
 from supervisor.errors import SupervisorError
 from supervisor.events import EventObserver, GenerationResult, InterventionEvent
 from supervisor.policy import Policy, as_policy

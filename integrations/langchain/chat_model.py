@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks.manager import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import LangSmithParams
 from langchain_core.language_models.chat_models import BaseChatModel, generate_from_stream
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -14,14 +15,8 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from supervisor.integrations.langchain.primary import LangChainContinuation, LangChainPrimary, LangChainRequest
 
 from supervisor.api import Supervisor
-from supervisor.chunk_session import (
-    UNLIMITED_TOKENS,
-    ChunkSession,
-    arun_chunked,
-    chunk_session,
-    finish_reason,
-    run_chunked,
-)
+from supervisor.chunk_drivers import arun_chunked, run_chunked
+from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession, chunk_session, finish_reason
 from supervisor.errors import InputError
 from supervisor.events import GenerationResult
 from supervisor.messages import Message
@@ -75,6 +70,7 @@ class SupervisedChatModel(BaseChatModel):
     _primary: LangChainPrimary | None = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any) -> None:
+        super().model_post_init(context)  # BaseLanguageModel seeds the trace metadata (lc_versions) here
         if not isinstance(self.inner, (BaseChatModel, LogitPrimary)):
             raise InputError(
                 f"inner must be a LangChain BaseChatModel or a local primary from supervisor.load_primary(), "
@@ -94,6 +90,15 @@ class SupervisedChatModel(BaseChatModel):
         inner = self.inner
         return {"inner": getattr(inner, "_llm_type", None) or getattr(inner, "name", type(inner).__name__),
                 "scorer": self._supervisor.scorer.name}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        """The tracing parameters of the model that answers: a LangSmith trace names the inner model (its
+        provider, model name, per-call ``model`` override, temperature, stop), not the wrapper."""
+        if isinstance(self.inner, BaseChatModel):
+            return self.inner._get_ls_params(stop=stop, **kwargs)
+        params = super()._get_ls_params(stop=stop, **kwargs)  # a local primary: this model's temperature, max_tokens
+        params["ls_model_name"] = self.inner.name
+        return params
 
     def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Any:
         if not isinstance(self.inner, BaseChatModel):

@@ -41,7 +41,8 @@ from supervisor.integrations.langchain.callbacks import observe_only
 from supervisor.integrations.langchain.chat_model import SupervisedChatModel
 from typing_extensions import NotRequired
 
-from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession, asettle, settle
+from supervisor.chunk_drivers import asettle, settle
+from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession
 from supervisor.errors import InputError
 from supervisor.events import EventObserver, GenerationResult, InterventionEvent
 from supervisor.policy import Policy, as_policy

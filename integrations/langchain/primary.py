@@ -10,9 +10,9 @@ from typing import Any, Literal
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
 
-from supervisor.primaries.continuation import CONTINUE_INSTRUCTION, ContinuationFilter
 from supervisor.errors import ConfigError
 from supervisor.primaries.chunk import Attempt, ChunkPrimary, UpstreamDelta
+from supervisor.primaries.continuation import CONTINUE_INSTRUCTION, ContinuationFilter
 from supervisor.primaries.hosted import upstream_faults
 
 

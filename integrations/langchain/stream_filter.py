@@ -10,7 +10,8 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableGenerator
 from supervisor.integrations.langchain.callbacks import observe_only
 
-from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession, asettle, settle
+from supervisor.chunk_drivers import asettle, settle
+from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession
 from supervisor.errors import InputError
 from supervisor.events import EventObserver
 from supervisor.policy import Policy, as_policy

@@ -8,14 +8,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, 
 from pathlib import Path
 from typing import Any
 
-from supervisor.chunk_session import (
-    UNLIMITED_TOKENS,
-    ChunkSession,
-    arun_chunked,
-    chunk_session,
-    finish_reason,
-    run_chunked,
-)
+from supervisor.chunk_drivers import arun_chunked, run_chunked
+from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession, chunk_session, finish_reason
 from supervisor.errors import InputError
 from supervisor.events import EventObserver, GenerationResult
 from supervisor.policy import Policy, as_policy

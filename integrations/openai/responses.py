@@ -16,7 +16,8 @@ from typing import Any
 
 from supervisor.integrations.openai.client import GuardedResource
 
-from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession, arun_chunked, chunk_session, run_chunked
+from supervisor.chunk_drivers import arun_chunked, run_chunked
+from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession, chunk_session
 from supervisor.errors import InputError
 from supervisor.events import GenerationResult
 from supervisor.primaries.openai_responses import OpenAIResponsesPrimary, ResponsesRequest
