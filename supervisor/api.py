@@ -161,8 +161,8 @@ class Supervisor:
         *,
         observers: Sequence[EventObserver] = (),
     ) -> None:
+        self.policy: Policy = as_policy(policy)  # first: a bad policy is reported before any model loads
         self.scorer: Scorer = get_scorer(scorer)
-        self.policy: Policy = as_policy(policy)
         self.observers = list(observers)
 
     def _session(

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from supervisor import _toml
 from supervisor.assessment import check_category_values
 from supervisor.errors import ConfigError
 
@@ -289,10 +289,10 @@ class Policy(BaseModel):
             if path.suffix.lower() == ".json":
                 data = json.loads(text)
             elif path.suffix.lower() == ".toml":
-                data = tomllib.loads(text)
+                data = _toml.loads(text)
             else:
                 raise ConfigError(f"policy file {str(path)!r}: unsupported extension; accepted: .toml, .json")
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        except (_toml.TOMLDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"policy file {str(path)!r} does not parse: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"policy file {str(path)!r} must hold a table/object of settings")

@@ -10,13 +10,11 @@ from uuid import UUID
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 
-from supervisor.chunk_drivers import asettle, settle
-from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession, Step
 from supervisor.errors import SupervisorError
 from supervisor.events import EventObserver, GenerationResult, InterventionEvent
 from supervisor.policy import Policy, as_policy
-from supervisor.primaries.chunk import UpstreamDelta
 from supervisor.scorers import Scorer, get_scorer
+from supervisor.stream_check import Checked, StreamCheck, observe_only
 
 
 class SupervisorHalt(SupervisorError):
@@ -40,13 +38,8 @@ def _text_of(token: Any) -> str:
     return str(token or "")
 
 
-def observe_only(policy: Policy) -> Policy:
-    """A callback cannot roll back or re-prompt: an unsafe state goes straight to a halt."""
-    return policy.model_copy(update={"max_rollbacks": 0, "max_reprompts": 0, "holdback_checkpoints": 0})
-
-
 class _RunWatcher:
-    """Shared bookkeeping of the sync and async handlers: one ChunkSession per LangChain run."""
+    """Shared bookkeeping of the sync and async handlers: one :class:`StreamCheck` per LangChain run."""
 
     def __init__(self, scorer: str | Scorer | None, policy: Policy | str | Path | dict[str, Any] | None,
                  on_event: EventObserver | None) -> None:
@@ -55,7 +48,7 @@ class _RunWatcher:
         self.on_event = on_event
         self.results: dict[UUID, GenerationResult] = {}
         self.events: list[InterventionEvent] = []
-        self._sessions: dict[UUID, ChunkSession] = {}
+        self._checks: dict[UUID, StreamCheck] = {}
         self._lock = threading.Lock()
 
     def start(self, run_id: UUID) -> None:
@@ -65,43 +58,42 @@ class _RunWatcher:
             if self.on_event is not None:
                 self.on_event(event)
 
-        session = ChunkSession(self.policy, max_tokens=UNLIMITED_TOKENS, observers=[record])
-        session.begin()
+        check = StreamCheck(self.scorer, self.policy, on_event=record)
         with self._lock:
-            self._sessions[run_id] = session
+            self._checks[run_id] = check
 
-    def session(self, run_id: UUID) -> ChunkSession | None:
-        """The run's session; None once the run is finished (halted runs get no more checks)."""
+    def check(self, run_id: UUID) -> StreamCheck | None:
+        """The run's check; None once the run is finished (halted runs get no more checks)."""
         with self._lock:
-            session = self._sessions.get(run_id)
+            check = self._checks.get(run_id)
             finished = run_id in self.results
-        if session is None and not finished:  # a model that did not announce its start
+        if check is None and not finished:  # a model that did not announce its start
             self.start(run_id)
-            return self.session(run_id)
-        return session
+            return self.check(run_id)
+        return check
 
     def finish(self, run_id: UUID) -> None:
         with self._lock:
-            session = self._sessions.pop(run_id, None)
-        if session is not None:
-            session.cancel()
-            assert session.result is not None
-            self.results[run_id] = session.result
+            check = self._checks.pop(run_id, None)
+        if check is not None:
+            check.cancel()
+            assert check.result is not None
+            self.results[run_id] = check.result
 
     @staticmethod
-    def unstreamed_text(session: ChunkSession, response: Any) -> str:
+    def unstreamed_text(check: StreamCheck, response: Any) -> str:
         """The answer's text when no token was streamed (``invoke`` without streaming)."""
-        if session.streamed_chars:
+        if check.fed:
             return ""
         generations = getattr(response, "generations", None) or []
         return "".join(g.text for batch in generations for g in batch if isinstance(getattr(g, "text", None), str))
 
-    def after(self, session: ChunkSession, step: Step, run_id: UUID) -> None:
-        if not step.done:
+    def after(self, run_id: UUID, check: StreamCheck, checked: Checked) -> None:
+        if not checked.stopped:
             return
         self.finish(run_id)
-        result = session.result
-        if result is not None and result.stop_reason in ("halt", "scorer_error"):
+        result = check.result
+        if checked.halted and result is not None:
             reason = result.events[-1].detail if result.events else result.stop_reason
             raise SupervisorHalt(f"supervisor halted the stream: {reason}", result=result, run_id=run_id)
 
@@ -136,20 +128,15 @@ class SupervisorCallbackHandler(BaseCallbackHandler):
         self._watch.start(run_id)
 
     def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        session = self._watch.session(run_id)
-        if session is not None:
-            step = settle(session, session.feed(UpstreamDelta(text=_text_of(token))), self._watch.scorer)
-            self._watch.after(session, step, run_id)
+        if (check := self._watch.check(run_id)) is not None:
+            self._watch.after(run_id, check, check.feed(_text_of(token)))
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        session = self._watch.session(run_id)
-        if session is not None:
-            unseen = self._watch.unstreamed_text(session, response)
-            if unseen:  # not streamed: the whole answer is checked now, before invoke() returns it
-                self._watch.after(session, settle(session, session.feed(UpstreamDelta(text=unseen)),
-                                                  self._watch.scorer), run_id)
-            if self._watch.session(run_id) is not None:
-                self._watch.after(session, settle(session, session.end(), self._watch.scorer), run_id)
+        if (check := self._watch.check(run_id)) is not None:
+            if unseen := self._watch.unstreamed_text(check, response):  # not streamed: checked before invoke returns
+                self._watch.after(run_id, check, check.feed(unseen))
+            if not check.stopped:
+                self._watch.after(run_id, check, check.end())
         self._watch.finish(run_id)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -187,20 +174,15 @@ class AsyncSupervisorCallbackHandler(AsyncCallbackHandler):
         self._watch.start(run_id)
 
     async def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        session = self._watch.session(run_id)
-        if session is not None:
-            step = await asettle(session, session.feed(UpstreamDelta(text=_text_of(token))), self._watch.scorer)
-            self._watch.after(session, step, run_id)
+        if (check := self._watch.check(run_id)) is not None:
+            self._watch.after(run_id, check, await check.afeed(_text_of(token)))
 
     async def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        session = self._watch.session(run_id)
-        if session is not None:
-            unseen = self._watch.unstreamed_text(session, response)
-            if unseen:
-                self._watch.after(session, await asettle(session, session.feed(UpstreamDelta(text=unseen)),
-                                                         self._watch.scorer), run_id)
-            if self._watch.session(run_id) is not None:
-                self._watch.after(session, await asettle(session, session.end(), self._watch.scorer), run_id)
+        if (check := self._watch.check(run_id)) is not None:
+            if unseen := self._watch.unstreamed_text(check, response):
+                self._watch.after(run_id, check, await check.afeed(unseen))
+            if not check.stopped:
+                self._watch.after(run_id, check, await check.aend())
         self._watch.finish(run_id)
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:

@@ -37,17 +37,14 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from supervisor.integrations.langchain.callbacks import observe_only
 from supervisor.integrations.langchain.chat_model import SupervisedChatModel
 from typing_extensions import NotRequired
 
-from supervisor.chunk_drivers import asettle, settle
-from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession
 from supervisor.errors import InputError
 from supervisor.events import EventObserver, GenerationResult, InterventionEvent
 from supervisor.policy import Policy, as_policy
-from supervisor.primaries.chunk import UpstreamDelta
 from supervisor.scorers import Scorer, get_scorer
+from supervisor.stream_check import StreamCheck, observe_only
 
 #: Stop reasons of a report whose text may go on (anything else ends the agent's loop).
 _PASSED_STOP_REASONS = frozenset({"stop", "length"})
@@ -235,31 +232,24 @@ class SupervisorMiddleware(AgentMiddleware[SupervisedAgentState, Any, Any]):
                                      command=Command(update={"supervision": [record.model_dump(mode="json")]}))
 
     # -- tool results -------------------------------------------------------------------------------
-    def _tool_session(self) -> ChunkSession:
-        observers = [self.on_event] if self.on_event is not None else []
-        session = ChunkSession(self._tool_result_policy, max_tokens=UNLIMITED_TOKENS, observers=observers)
-        session.begin()
-        return session
+    def _tool_check(self) -> StreamCheck:
+        return StreamCheck(self.scorer, self._tool_result_policy, on_event=self.on_event)
 
     def _check_text(self, text: str) -> GenerationResult:
         """Measure ``text`` as the supervisor measures an answer (windows, then the whole): stop_reason
         'stop' when safe; 'halt' or 'scorer_error' (fail closed) when not."""
-        session = self._tool_session()
-        step = settle(session, session.feed(UpstreamDelta(text=text)), self.scorer)
-        if not step.done:
-            settle(session, session.end(), self.scorer)
-        session.cancel()  # no-op when finished
-        assert session.result is not None
-        return session.result
+        check = self._tool_check()
+        if not check.feed(text).stopped:
+            check.end()
+        assert check.result is not None
+        return check.result
 
     async def _acheck_text(self, text: str) -> GenerationResult:
-        session = self._tool_session()
-        step = await asettle(session, session.feed(UpstreamDelta(text=text)), self.scorer)
-        if not step.done:
-            await asettle(session, session.end(), self.scorer)
-        session.cancel()
-        assert session.result is not None
-        return session.result
+        check = self._tool_check()
+        if not (await check.afeed(text)).stopped:
+            await check.aend()
+        assert check.result is not None
+        return check.result
 
     def wrap_tool_call(
         self,

@@ -8,15 +8,12 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableGenerator
-from supervisor.integrations.langchain.callbacks import observe_only
 
-from supervisor.chunk_drivers import asettle, settle
-from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession
 from supervisor.errors import InputError
 from supervisor.events import EventObserver
-from supervisor.policy import Policy, as_policy
-from supervisor.primaries.chunk import UpstreamDelta
+from supervisor.policy import Policy
 from supervisor.scorers import Scorer, get_scorer
+from supervisor.stream_check import StreamCheck
 
 
 def supervised_stream_filter(
@@ -29,36 +26,31 @@ def supervised_stream_filter(
     as it cannot regenerate, ends the stream with the policy's halt message on an unsafe state.
     Input: strings or message chunks; output: strings."""
     watch_scorer = get_scorer(scorer)
-    checked_policy = observe_only(as_policy(policy))
 
-    def session() -> ChunkSession:
-        s = ChunkSession(checked_policy, max_tokens=UNLIMITED_TOKENS, observers=[on_event] if on_event else [])
-        s.begin()
-        return s
+    def check() -> StreamCheck:
+        return StreamCheck(watch_scorer, policy, on_event=on_event)
 
     def transform(chunks: Iterator[Any]) -> Generator[str, None, None]:
-        s = session()
+        stream = check()
         for chunk in chunks:
-            step = settle(s, s.feed(UpstreamDelta(text=_chunk_text(chunk))), watch_scorer)
-            if step.released:
-                yield step.released
-            if step.done:
+            checked = stream.feed(_chunk_text(chunk))
+            if checked.text:
+                yield checked.text
+            if checked.stopped:
                 return
-        step = settle(s, s.end(), watch_scorer)
-        if step.released:
-            yield step.released
+        if tail := stream.end().text:
+            yield tail
 
     async def atransform(chunks: AsyncIterator[Any]) -> AsyncGenerator[str, None]:
-        s = session()
+        stream = check()
         async for chunk in chunks:
-            step = await asettle(s, s.feed(UpstreamDelta(text=_chunk_text(chunk))), watch_scorer)
-            if step.released:
-                yield step.released
-            if step.done:
+            checked = await stream.afeed(_chunk_text(chunk))
+            if checked.text:
+                yield checked.text
+            if checked.stopped:
                 return
-        step = await asettle(s, s.end(), watch_scorer)
-        if step.released:
-            yield step.released
+        if tail := (await stream.aend()).text:
+            yield tail
 
     return RunnableGenerator(transform, atransform, name="supervised_stream_filter")
 

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from supervisor import _toml
 from supervisor.errors import ConfigError
 from supervisor.messages import MAX_TOKENS_LIMIT
 from supervisor.policy import validated
@@ -151,8 +151,8 @@ class GatewayConfig(Route):
             raise ConfigError(f"gateway config {str(path)!r} does not exist or is not a file")
         try:
             text = path.read_bytes().decode("utf-8-sig")
-            data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            data = json.loads(text) if path.suffix.lower() == ".json" else _toml.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError, _toml.TOMLDecodeError) as exc:
             raise ConfigError(f"gateway config {str(path)!r} does not parse: {exc}") from exc
         return cls.build({**data, **{k: v for k, v in overrides.items() if v is not None}}, source=str(path))
 
