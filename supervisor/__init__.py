@@ -5,7 +5,7 @@ harm reaches the user. Heavy dependencies load only when a component needs them.
 from __future__ import annotations
 
 from supervisor.actions import Action, Bias, Continue, Halt, Reprompt, Rollback
-from supervisor.api import AsyncSupervisedStream, SupervisedStream, Supervisor
+from supervisor.api import AsyncSupervisedStream, GenerationOptions, SupervisedStream, Supervisor
 from supervisor.assessment import CATEGORIES, Assessment
 from supervisor.errors import (
     ConfigError,
@@ -24,6 +24,7 @@ from supervisor.primaries import LogitPrimary, load_primary
 from supervisor.primaries.chunk import ChunkPrimary
 from supervisor.scorers import BaseScorer, Scorer, get_scorer
 from supervisor.state import MoralState, StateEstimator
+from supervisor.stream_check import Checked, StreamCheck
 
 __version__ = "0.1.0"
 
@@ -34,9 +35,11 @@ __all__ = [
     "AsyncSupervisedStream",
     "BaseScorer",
     "Bias",
+    "Checked",
     "ChunkPrimary",
     "ConfigError",
     "Continue",
+    "GenerationOptions",
     "GenerationResult",
     "Halt",
     "InputError",
@@ -52,6 +55,7 @@ __all__ = [
     "Scorer",
     "ScorerError",
     "StateEstimator",
+    "StreamCheck",
     "SupervisedStream",
     "Supervisor",
     "SupervisorError",

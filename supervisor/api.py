@@ -6,7 +6,10 @@ import asyncio
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing_extensions import Unpack
 
 from supervisor.chunk_drivers import arun_chunked, run_chunked
 from supervisor.chunk_session import ChunkSession, chunk_session
@@ -147,6 +150,44 @@ class AsyncSupervisedStream:
         return self._run.result
 
 
+class GenerationSettings(TypedDict, total=False):
+    """The fields of :class:`GenerationOptions`, as keyword arguments of ``generate``/``stream``/``agenerate``/
+    ``astream``."""
+
+    max_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    seed: int | None
+    supervise: bool
+    on_event: EventObserver | None
+
+
+class GenerationOptions(BaseModel):
+    """How one generation decodes, given once for ``generate``, ``stream``, ``agenerate`` and ``astream``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, arbitrary_types_allowed=True)
+
+    max_tokens: int = Field(default=128, description="Most tokens of the released answer.")
+    temperature: float = Field(default=0.7, description="Sampling temperature (0: greedy).")
+    top_p: float = Field(default=0.95, description="Nucleus sampling mass.")
+    top_k: int = Field(default=0, description="Top-k sampling (0: off).")
+    seed: int | None = Field(default=None, description="Sampling seed: the same seed gives the same text.")
+    supervise: bool = Field(default=True, description="False runs the same decoding unchecked (the baseline).")
+    on_event: EventObserver | None = Field(default=None, description="Called with each intervention as it happens.")
+
+    def merged(self, settings: GenerationSettings) -> GenerationOptions:
+        """These options with ``settings`` (keyword arguments) over them; an unknown name is an InputError."""
+        if not settings:
+            return self
+        try:
+            return GenerationOptions.model_validate({**dict(self), **settings})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise InputError(f"generation options: {problems}; accepted: {', '.join(GenerationOptions.model_fields)}"
+                             ) from None
+
+
 class Supervisor:
     """A supervisor model plus a policy; supervises generations of any logit-controlled primary.
 
@@ -165,20 +206,8 @@ class Supervisor:
         self.scorer: Scorer = get_scorer(scorer)
         self.observers = list(observers)
 
-    def _session(
-        self,
-        primary: LogitPrimary | ChunkPrimary,
-        messages: Any,
-        *,
-        prompt: str | None,
-        max_tokens: int,
-        temperature: float,
-        top_p: float,
-        top_k: int,
-        seed: int | None,
-        supervise: bool,
-        on_event: EventObserver | None,
-    ) -> _Run:
+    def _session(self, primary: LogitPrimary | ChunkPrimary, messages: Any, prompt: str | None,
+                 options: GenerationOptions | None, settings: GenerationSettings) -> _Run:
         if not isinstance(primary, (LogitPrimary, ChunkPrimary)):
             raise InputError(
                 f"primary must come from supervisor.load_primary(...) (a local or an OpenAI-compatible primary), "
@@ -186,114 +215,57 @@ class Supervisor:
             )
         if (messages is None) == (prompt is None):
             raise InputError("give exactly one of messages (chat mode) or prompt= (completion mode)")
+        chosen = (options or GenerationOptions()).merged(settings)
         request = Request(
             messages=validate_messages(messages) if messages is not None else None,
             prompt=validate_prompt(prompt) if prompt is not None else None,
-            max_tokens=validate_max_tokens(max_tokens),
-            sampling=SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed),
+            max_tokens=validate_max_tokens(chosen.max_tokens),
+            sampling=SamplingParams(temperature=chosen.temperature, top_p=chosen.top_p, top_k=chosen.top_k,
+                                    seed=chosen.seed),
         )
-        observers = [*self.observers, *([on_event] if on_event else [])]
+        observers = [*self.observers, *([chosen.on_event] if chosen.on_event else [])]
         if isinstance(primary, LogitPrimary):
-            session = Session(primary, self.scorer, self.policy, request, supervise=supervise, observers=observers)
+            session = Session(primary, self.scorer, self.policy, request, supervise=chosen.supervise,
+                              observers=observers)
             return _Run(primary, session, request, self.scorer)
         if request.messages is None:
             raise InputError(
                 f"primary {primary.name!r} is a chat API: pass messages, not prompt= (completion mode needs a "
                 "local primary)"
             )
-        chat = {"messages": request.messages, "max_tokens": request.max_tokens, "temperature": temperature,
-                "top_p": top_p, **({"seed": seed} if seed is not None else {})}
-        chunked = chunk_session(primary, chat, self.policy, max_tokens=request.max_tokens, supervise=supervise,
+        chat = {"messages": request.messages, "max_tokens": request.max_tokens, "temperature": chosen.temperature,
+                "top_p": chosen.top_p, **({"seed": chosen.seed} if chosen.seed is not None else {})}
+        chunked = chunk_session(primary, chat, self.policy, max_tokens=request.max_tokens, supervise=chosen.supervise,
                                 observers=observers)
         return _Run(primary, chunked, chat, self.scorer)
 
-    def stream(
-        self,
-        primary: LogitPrimary | ChunkPrimary,
-        messages: Any = None,
-        *,
-        prompt: str | None = None,
-        max_tokens: int = 128,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
-        top_k: int = 0,
-        seed: int | None = None,
-        supervise: bool = True,
-        on_event: EventObserver | None = None,
-    ) -> SupervisedStream:
+    # Each takes ``options`` (a GenerationOptions) and/or its fields as keywords (max_tokens=128, temperature=0.7,
+    # top_p=0.95, top_k=0, seed=None, supervise=True, on_event=None); keywords override the options' fields.
+    def stream(self, primary: LogitPrimary | ChunkPrimary, messages: Any = None, *, prompt: str | None = None,
+               options: GenerationOptions | None = None, **settings: Unpack[GenerationSettings]) -> SupervisedStream:
         """Yield only released (checked) text. ``supervise=False`` runs the same decoding unchecked."""
-        return SupervisedStream(
-            self._session(
-                primary, messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                top_k=top_k, seed=seed, supervise=supervise, on_event=on_event,
-            )
-        )
+        return SupervisedStream(self._session(primary, messages, prompt, options, settings))
 
-    def generate(
-        self,
-        primary: LogitPrimary | ChunkPrimary,
-        messages: Any = None,
-        *,
-        prompt: str | None = None,
-        max_tokens: int = 128,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
-        top_k: int = 0,
-        seed: int | None = None,
-        supervise: bool = True,
-        on_event: EventObserver | None = None,
-    ) -> GenerationResult:
+    def generate(self, primary: LogitPrimary | ChunkPrimary, messages: Any = None, *, prompt: str | None = None,
+                 options: GenerationOptions | None = None, **settings: Unpack[GenerationSettings]) -> GenerationResult:
         """Run a whole supervised generation; the result has ``.text``, ``.events``, ``.usage``, ``.timings``."""
-        stream = self.stream(
-            primary, messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-            top_k=top_k, seed=seed, supervise=supervise, on_event=on_event,
-        )
+        stream = self.stream(primary, messages, prompt=prompt, options=options, **settings)
         for _ in stream:
             pass
         assert stream.result is not None
         return stream.result
 
-    def astream(
-        self,
-        primary: LogitPrimary | ChunkPrimary,
-        messages: Any = None,
-        *,
-        prompt: str | None = None,
-        max_tokens: int = 128,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
-        top_k: int = 0,
-        seed: int | None = None,
-        supervise: bool = True,
-        on_event: EventObserver | None = None,
-    ) -> AsyncSupervisedStream:
+    def astream(self, primary: LogitPrimary | ChunkPrimary, messages: Any = None, *, prompt: str | None = None,
+                options: GenerationOptions | None = None, **settings: Unpack[GenerationSettings],
+                ) -> AsyncSupervisedStream:
         """Async twin of :meth:`stream` (``async for delta in sup.astream(...)``)."""
-        return AsyncSupervisedStream(
-            self._session(
-                primary, messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                top_k=top_k, seed=seed, supervise=supervise, on_event=on_event,
-            )
-        )
+        return AsyncSupervisedStream(self._session(primary, messages, prompt, options, settings))
 
-    async def agenerate(
-        self,
-        primary: LogitPrimary | ChunkPrimary,
-        messages: Any = None,
-        *,
-        prompt: str | None = None,
-        max_tokens: int = 128,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
-        top_k: int = 0,
-        seed: int | None = None,
-        supervise: bool = True,
-        on_event: EventObserver | None = None,
-    ) -> GenerationResult:
+    async def agenerate(self, primary: LogitPrimary | ChunkPrimary, messages: Any = None, *,
+                        prompt: str | None = None, options: GenerationOptions | None = None,
+                        **settings: Unpack[GenerationSettings]) -> GenerationResult:
         """Async twin of :meth:`generate`."""
-        stream = self.astream(
-            primary, messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-            top_k=top_k, seed=seed, supervise=supervise, on_event=on_event,
-        )
+        stream = self.astream(primary, messages, prompt=prompt, options=options, **settings)
         try:
             async for _ in stream:
                 pass

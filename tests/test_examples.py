@@ -12,7 +12,8 @@ import pytest
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
 
 
-NEEDS_SERVER = {"openai_wrapper.py", "langchain_callback.py", "langchain_wrapper.py", "langchain_agent.py"}
+NEEDS_SERVER = {"openai_wrapper.py", "langchain_callback.py", "langchain_wrapper.py", "langchain_agent.py",
+                "stream_check.py"}
 
 
 @pytest.mark.integration

@@ -193,23 +193,41 @@ def _merged_tool_calls(deltas: list[Any]) -> list[Any]:
     ]
 
 
-# -- sync -----------------------------------------------------------------------------------------
-class SupervisedChatStream:
-    """Iterates ``ChatCompletionChunk`` objects carrying released text only; closes the upstream on
-    ``close()`` or when a ``with`` block ends. ``events`` grows live; ``supervision`` is set at the end."""
+# -- the streams, the resources and the clients: what sync and async share, then each one's I/O ---------------
+class _ChatStreamParts:
+    """What the sync and async chat streams share: the session, the chunks in the upstream's name, the report."""
 
     def __init__(self, primary: OpenAICompatiblePrimary, request: ChatRequest, settings: _Settings) -> None:
         self._request = request
         self._session = _session(primary, request, settings)
         self._factory = _ChunkFactory(request)
         self._include_usage = bool((request.kwargs.get("stream_options") or {}).get("include_usage"))
+
+    def _closing(self) -> list[Any]:
+        return _closing_chunks(self._factory, self._session.result, self._include_usage)
+
+    @property
+    def events(self) -> list[Any]:
+        return self._session.events
+
+    @property
+    def supervision(self) -> GenerationResult | None:
+        return self._session.result
+
+
+class SupervisedChatStream(_ChatStreamParts):
+    """Iterates ``ChatCompletionChunk`` objects carrying released text only; closes the upstream on
+    ``close()`` or when a ``with`` block ends. ``events`` grows live; ``supervision`` is set at the end."""
+
+    def __init__(self, primary: OpenAICompatiblePrimary, request: ChatRequest, settings: _Settings) -> None:
+        super().__init__(primary, request, settings)
         self._texts = run_chunked(self._session, primary, request, settings.scorer)
         self._chunks = self._generate()
 
     def _generate(self) -> Generator[Any, None, None]:
         for text in self._texts:
             yield self._factory.chunk(content=text)
-        yield from _closing_chunks(self._factory, self._session.result, self._include_usage)
+        yield from self._closing()
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -227,99 +245,19 @@ class SupervisedChatStream:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @property
-    def events(self) -> list[Any]:
-        return self._session.events
 
-    @property
-    def supervision(self) -> GenerationResult | None:
-        return self._session.result
-
-
-UNSUPERVISED_GENERATION = ("parse", "stream", "with_raw_response", "with_streaming_response")
-
-
-class GuardedResource(_Passthrough):
-    """A generating resource: its other ways to generate would bypass supervision, so they are refused."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name in UNSUPERVISED_GENERATION:
-            raise InputError(
-                f"{name} is not supervised by llm-supervisor (it would return unchecked text); use create(...) "
-                "(stream=True for streaming), or call it on client.unwrapped knowingly"
-            )
-        return getattr(self._target, name)
-
-
-class _SupervisedCompletions(GuardedResource):
-    def __init__(self, target: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
-        super().__init__(target)
-        self._primary = primary
-        self._settings = settings
-
-    def create(self, **kwargs: Any) -> Any:
-        """``chat.completions.create`` with the same arguments; text is supervised."""
-        request = ChatRequest(kwargs=_checked_kwargs(dict(kwargs)))
-        stream = SupervisedChatStream(self._primary, request, self._settings)
-        if kwargs.get("stream"):
-            return stream
-        with stream:  # closed also when the caller is interrupted: the upstream request ends with it
-            text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
-        result = stream.supervision
-        assert result is not None
-        return _completion(request, text, result)
-
-
-class _SupervisedChat(_Passthrough):
-    def __init__(self, target: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
-        super().__init__(target)
-        self.completions = _SupervisedCompletions(target.completions, primary, settings)
-
-
-class SupervisedOpenAI(_Passthrough):
-    """An ``openai.OpenAI`` client whose chat completions and responses are supervised."""
-
-    def __init__(self, client: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
-        super().__init__(client)
-        self._primary = primary
-        self._settings = settings
-        self.chat = _SupervisedChat(client.chat, primary, settings)
-        from supervisor.integrations.openai.responses import SupervisedResponses
-
-        self.responses = SupervisedResponses(client.responses, settings, client)
-
-    @property
-    def unwrapped(self) -> Any:
-        """The original client (unsupervised)."""
-        return self._target
-
-    @property
-    def primary(self) -> OpenAICompatiblePrimary:
-        """The chunk-controlled primary that supervised requests go through."""
-        return self._primary
-
-    def with_options(self, **options: Any) -> SupervisedOpenAI:
-        client = self._target.with_options(**options)
-        primary = self._primary.with_clients(client)
-        return SupervisedOpenAI(client, primary, self._settings)
-
-
-# -- async ----------------------------------------------------------------------------------------
-class AsyncSupervisedChatStream:
+class AsyncSupervisedChatStream(_ChatStreamParts):
     """Async twin of :class:`SupervisedChatStream` (``async for``, ``await close()``, ``async with``)."""
 
     def __init__(self, primary: OpenAICompatiblePrimary, request: ChatRequest, settings: _Settings) -> None:
-        self._request = request
-        self._session = _session(primary, request, settings)
-        self._factory = _ChunkFactory(request)
-        self._include_usage = bool((request.kwargs.get("stream_options") or {}).get("include_usage"))
+        super().__init__(primary, request, settings)
         self._texts = arun_chunked(self._session, primary, request, settings.scorer)
         self._chunks = self._generate()
 
     async def _generate(self) -> AsyncGenerator[Any, None]:
         async for text in self._texts:
             yield self._factory.chunk(content=text)
-        for chunk in _closing_chunks(self._factory, self._session.result, self._include_usage):
+        for chunk in self._closing():
             yield chunk
 
     def __aiter__(self) -> AsyncIterator[Any]:
@@ -338,54 +276,85 @@ class AsyncSupervisedChatStream:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    @property
-    def events(self) -> list[Any]:
-        return self._session.events
 
-    @property
-    def supervision(self) -> GenerationResult | None:
-        return self._session.result
+UNSUPERVISED_GENERATION = ("parse", "stream", "with_raw_response", "with_streaming_response")
 
 
-class _AsyncSupervisedCompletions(GuardedResource):
+class GuardedResource(_Passthrough):
+    """A generating resource: its other ways to generate would bypass supervision, so they are refused."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name in UNSUPERVISED_GENERATION:
+            raise InputError(
+                f"{name} is not supervised by llm-supervisor (it would return unchecked text); use create(...) "
+                "(stream=True for streaming), or call it on client.unwrapped knowingly"
+            )
+        return getattr(self._target, name)
+
+
+class _SupervisedCompletions(GuardedResource):
+    """``chat.completions`` of a supervised client; ``asynchronous``: of an ``AsyncOpenAI`` client."""
+
     def __init__(self, target: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
         super().__init__(target)
         self._primary = primary
         self._settings = settings
 
+    def _request(self, kwargs: dict[str, Any]) -> ChatRequest:
+        return ChatRequest(kwargs=_checked_kwargs(dict(kwargs)))
+
+    def create(self, **kwargs: Any) -> Any:
+        """``chat.completions.create`` with the same arguments; text is supervised."""
+        request = self._request(kwargs)
+        stream = SupervisedChatStream(self._primary, request, self._settings)
+        if kwargs.get("stream"):
+            return stream
+        with stream:  # closed also when the caller is interrupted: the upstream request ends with it
+            text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        assert stream.supervision is not None
+        return _completion(request, text, stream.supervision)
+
+
+class _AsyncSupervisedCompletions(_SupervisedCompletions):
     async def create(self, **kwargs: Any) -> Any:
         """``await chat.completions.create(...)`` with the same arguments; text is supervised."""
-        request = ChatRequest(kwargs=_checked_kwargs(dict(kwargs)))
+        request = self._request(kwargs)
         stream = AsyncSupervisedChatStream(self._primary, request, self._settings)
         if kwargs.get("stream"):
             return stream
         async with stream:  # closed also when the task is cancelled: the upstream request ends with it
             parts = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
-        result = stream.supervision
-        assert result is not None
-        return _completion(request, "".join(parts), result)
+        assert stream.supervision is not None
+        return _completion(request, "".join(parts), stream.supervision)
 
 
-class _AsyncSupervisedChat(_Passthrough):
-    def __init__(self, target: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
+class _SupervisedChat(_Passthrough):
+    def __init__(self, target: Any, completions: _SupervisedCompletions) -> None:
         super().__init__(target)
-        self.completions = _AsyncSupervisedCompletions(target.completions, primary, settings)
+        self.completions = completions
 
 
-class AsyncSupervisedOpenAI(_Passthrough):
-    """An ``openai.AsyncOpenAI`` client whose chat completions and responses are supervised."""
+class SupervisedOpenAI(_Passthrough):
+    """An ``openai.OpenAI`` client whose chat completions and responses are supervised."""
+
+    _completions: type[_SupervisedCompletions] = _SupervisedCompletions
 
     def __init__(self, client: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
         super().__init__(client)
         self._primary = primary
         self._settings = settings
-        self.chat = _AsyncSupervisedChat(client.chat, primary, settings)
-        from supervisor.integrations.openai.responses import AsyncSupervisedResponses
+        self.chat = _SupervisedChat(client.chat, self._completions(client.chat.completions, primary, settings))
+        self.responses = self._responses(client, settings)
 
-        self.responses = AsyncSupervisedResponses(client.responses, settings, client)
+    @staticmethod
+    def _responses(client: Any, settings: _Settings) -> Any:
+        from supervisor.integrations.openai.responses import SupervisedResponses
+
+        return SupervisedResponses(client.responses, settings, client)
 
     @property
     def unwrapped(self) -> Any:
+        """The original client (unsupervised)."""
         return self._target
 
     @property
@@ -393,7 +362,22 @@ class AsyncSupervisedOpenAI(_Passthrough):
         """The chunk-controlled primary that supervised requests go through."""
         return self._primary
 
-    def with_options(self, **options: Any) -> AsyncSupervisedOpenAI:
+    def with_options(self, **options: Any) -> Any:
         client = self._target.with_options(**options)
-        primary = self._primary.with_clients(async_client=client)
-        return AsyncSupervisedOpenAI(client, primary, self._settings)
+        return type(self)(client, self._primary.with_clients(client), self._settings)
+
+
+class AsyncSupervisedOpenAI(SupervisedOpenAI):
+    """An ``openai.AsyncOpenAI`` client whose chat completions and responses are supervised."""
+
+    _completions = _AsyncSupervisedCompletions
+
+    @staticmethod
+    def _responses(client: Any, settings: _Settings) -> Any:
+        from supervisor.integrations.openai.responses import AsyncSupervisedResponses
+
+        return AsyncSupervisedResponses(client.responses, settings, client)
+
+    def with_options(self, **options: Any) -> Any:
+        client = self._target.with_options(**options)
+        return type(self)(client, self._primary.with_clients(async_client=client), self._settings)

@@ -124,29 +124,44 @@ class _EventFactory:
         return numbered
 
 
-class SupervisedResponseStream:
-    """Iterates Responses API stream events; text events carry released text only."""
+class _ResponseStreamParts:
+    """What the sync and async Responses streams share: the session, the renumbered events, the report."""
 
     def __init__(self, primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Any) -> None:
         self._session = _session(primary, request, settings)
         self._factory = _EventFactory(request)
-        self._texts = run_chunked(self._session, primary, request, settings.scorer)
-        self._events = self._generate()
         self.final_response: Any = None
+        self._parts: list[str] = []
 
-    def _generate(self) -> Generator[Any, None, None]:
-        parts: list[str] = []
-        for text in self._texts:
-            yield from self._factory.preamble()
-            parts.append(text)
-            yield self._factory.delta(text)
-        yield from self._factory.preamble()
+    def _on_text(self, text: str) -> list[Any]:
+        self._parts.append(text)
+        return [*self._factory.preamble(), self._factory.delta(text)]
+
+    def _tail(self) -> list[Any]:
         result = self._session.result
         assert result is not None
-        tail = self._factory.tail("".join(parts), result)
+        tail = [*self._factory.preamble(), *self._factory.tail("".join(self._parts), result)]
         self.final_response = tail[-1].response
         object.__setattr__(self.final_response, "supervision", result)
-        yield from tail
+        return tail
+
+    @property
+    def supervision(self) -> GenerationResult | None:
+        return self._session.result
+
+
+class SupervisedResponseStream(_ResponseStreamParts):
+    """Iterates Responses API stream events; text events carry released text only."""
+
+    def __init__(self, primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Any) -> None:
+        super().__init__(primary, request, settings)
+        self._texts = run_chunked(self._session, primary, request, settings.scorer)
+        self._events = self._generate()
+
+    def _generate(self) -> Generator[Any, None, None]:
+        for text in self._texts:
+            yield from self._on_text(text)
+        yield from self._tail()
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -164,36 +179,20 @@ class SupervisedResponseStream:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @property
-    def supervision(self) -> GenerationResult | None:
-        return self._session.result
 
-
-class AsyncSupervisedResponseStream:
+class AsyncSupervisedResponseStream(_ResponseStreamParts):
     """Async twin of :class:`SupervisedResponseStream`."""
 
     def __init__(self, primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Any) -> None:
-        self._session = _session(primary, request, settings)
-        self._factory = _EventFactory(request)
+        super().__init__(primary, request, settings)
         self._texts = arun_chunked(self._session, primary, request, settings.scorer)
         self._events = self._generate()
-        self.final_response: Any = None
 
     async def _generate(self) -> AsyncGenerator[Any, None]:
-        parts: list[str] = []
         async for text in self._texts:
-            for event in self._factory.preamble():
+            for event in self._on_text(text):
                 yield event
-            parts.append(text)
-            yield self._factory.delta(text)
-        for event in self._factory.preamble():
-            yield event
-        result = self._session.result
-        assert result is not None
-        tail = self._factory.tail("".join(parts), result)
-        self.final_response = tail[-1].response
-        object.__setattr__(self.final_response, "supervision", result)
-        for event in tail:
+        for event in self._tail():
             yield event
 
     def __aiter__(self) -> AsyncIterator[Any]:
@@ -212,10 +211,6 @@ class AsyncSupervisedResponseStream:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    @property
-    def supervision(self) -> GenerationResult | None:
-        return self._session.result
-
 
 class SupervisedResponses(GuardedResource):
     """``client.responses`` with a supervised ``create``; everything else passes through."""
@@ -223,31 +218,36 @@ class SupervisedResponses(GuardedResource):
     def __init__(self, target: Any, settings: Any, client: Any) -> None:
         super().__init__(target)
         self._settings = settings
-        self._primary = OpenAIResponsesPrimary(client=client)
+        self._primary = self._primary_for(client)
+
+    @staticmethod
+    def _primary_for(client: Any) -> OpenAIResponsesPrimary:
+        return OpenAIResponsesPrimary(client=client)
 
     def create(self, **kwargs: Any) -> Any:
         request = ResponsesRequest(kwargs=_checked(dict(kwargs)))
         stream = SupervisedResponseStream(self._primary, request, self._settings)
         if kwargs.get("stream"):
             return stream
-        for _ in stream:
-            pass
+        with stream:
+            for _ in stream:
+                pass
         return stream.final_response
 
 
-class AsyncSupervisedResponses(GuardedResource):
+class AsyncSupervisedResponses(SupervisedResponses):
     """``client.responses`` of an ``AsyncOpenAI`` client with a supervised ``create``."""
 
-    def __init__(self, target: Any, settings: Any, client: Any) -> None:
-        super().__init__(target)
-        self._settings = settings
-        self._primary = OpenAIResponsesPrimary(async_client=client)
+    @staticmethod
+    def _primary_for(client: Any) -> OpenAIResponsesPrimary:
+        return OpenAIResponsesPrimary(async_client=client)
 
     async def create(self, **kwargs: Any) -> Any:
         request = ResponsesRequest(kwargs=_checked(dict(kwargs)))
         stream = AsyncSupervisedResponseStream(self._primary, request, self._settings)
         if kwargs.get("stream"):
             return stream
-        async for _ in stream:
-            pass
+        async with stream:
+            async for _ in stream:
+                pass
         return stream.final_response
