@@ -28,15 +28,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from supervisor.lab.datasets import (
-    HEADS,
-    RTP_ATTRIBUTES,
-    Example,
-    benign_texts,
-    load_examples,
-    rtp_continuations,
-    split_of,
-)
+from supervisor.lab import datasets
 from supervisor.lab.fitting import auroc, fit_heads, sigmoid
 from supervisor.lab.train import Featurizer
 from supervisor.policy import Policy
@@ -45,28 +37,28 @@ from supervisor.scorers import get_scorer
 DEFAULT = "lexical,embedding,cascade,ensemble"
 
 
-def test_sets(examples: list[Example], limit: int) -> dict[str, tuple[list[str], list[float]]]:
+def test_sets(examples: list[datasets.Example], limit: int) -> dict[str, tuple[list[str], list[float]]]:
     sets: dict[str, tuple[list[str], list[float]]] = {}
     wanted = {"davidson": "toxicity", "paradetox": "toxicity", "toxigen": "hate"}
     rng = np.random.default_rng(0)
     for dataset, category in wanted.items():
         pairs = [(e.text, e.label) for e in examples if e.dataset == dataset and e.head == category
-                 and split_of(e.text) == "test"]
+                 and datasets.split_of(e.text) == "test"]
         chosen = [pairs[int(i)] for i in rng.permutation(len(pairs))[:limit]]
         sets[dataset] = ([t for t, _ in chosen], [y for _, y in chosen])
     return sets
 
 
 def category_sets(data: Path) -> dict[str, tuple[list[str], list[float]]]:
-    rows = rtp_continuations(data)
+    rows = datasets.rtp_continuations(data)
     return {head: ([t for t, s, _ in rows if attribute in s], [s[attribute] for _, s, _ in rows if attribute in s])
-            for head, attribute in RTP_ATTRIBUTES.items()}
+            for head, attribute in datasets.RTP_ATTRIBUTES.items()}
 
 
-def scorer_rows(names: list[str], examples: list[Example], data: Path, limit: int) -> list[dict[str, Any]]:
+def scorer_rows(names: list[str], examples: list[datasets.Example], data: Path, limit: int) -> list[dict[str, Any]]:
     sets = test_sets(examples, limit)
     categories = category_sets(data)
-    benign = benign_texts(data)
+    benign = datasets.benign_texts(data)
     benign_sets = {"xstest_safe": benign["xstest_safe"], "paradetox_neutral": benign["paradetox_neutral_test"][:limit]}
     act = Policy().act_threshold
     process = psutil.Process(os.getpid())
@@ -104,12 +96,12 @@ def scorer_rows(names: list[str], examples: list[Example], data: Path, limit: in
     return rows
 
 
-def leave_one_group_out(examples: list[Example], features: Featurizer) -> list[dict[str, Any]]:
+def leave_one_group_out(examples: list[datasets.Example], features: Featurizer) -> list[dict[str, Any]]:
     rows = []
     groups = sorted({e.group for e in examples if e.dataset == "toxigen" and e.group})
     for group in groups:
         heads = fit_heads(examples, features, heads_wanted=("hate", "toxicity"),
-                          keep=lambda e, g=group: split_of(e.text) == "train" and e.group != g)  # type: ignore[misc]
+                          keep=lambda e, g=group: datasets.split_of(e.text) == "train" and e.group != g)  # type: ignore[misc]
         row: dict[str, Any] = {"group": group}
         for head, (weights, bias) in heads.items():
             held = [e for e in examples if e.group == group and e.head == head]
@@ -120,13 +112,13 @@ def leave_one_group_out(examples: list[Example], features: Featurizer) -> list[d
     return rows
 
 
-def leave_one_dataset_out(examples: list[Example], features: Featurizer, data: Path) -> list[dict[str, Any]]:
+def leave_one_dataset_out(examples: list[datasets.Example], features: Featurizer, data: Path) -> list[dict[str, Any]]:
     continuations = category_sets(data)
     rows = []
     for dataset in ("davidson", "paradetox", "toxigen", "rtp"):
-        labelled = [h for h in HEADS if any(e.dataset == dataset and e.head == h and e.label >= 0.5 for e in examples)]
+        labelled = [h for h in datasets.HEADS if any(e.dataset == dataset and e.head == h and e.label >= 0.5 for e in examples)]
         heads = fit_heads(examples, features, heads_wanted=labelled,
-                          keep=lambda e, d=dataset: split_of(e.text) == "train" and e.dataset != d)  # type: ignore[misc]
+                          keep=lambda e, d=dataset: datasets.split_of(e.text) == "train" and e.dataset != d)  # type: ignore[misc]
         row: dict[str, Any] = {"dataset": dataset}
         for head in labelled:
             if head not in heads:
@@ -136,7 +128,7 @@ def leave_one_dataset_out(examples: list[Example], features: Featurizer, data: P
             if dataset == "rtp":  # every RTP prompt is toxic: its continuations have both classes of every category
                 texts, labels = continuations[head]
             else:
-                held = [e for e in examples if e.dataset == dataset and e.head == head and split_of(e.text) == "test"]
+                held = [e for e in examples if e.dataset == dataset and e.head == head and datasets.split_of(e.text) == "test"]
                 texts, labels = [e.text for e in held], [e.label for e in held]
             row[f"auroc_{head}"] = auroc(labels, sigmoid(features(texts) @ weights + bias))
         rows.append(row)
@@ -151,13 +143,13 @@ def fmt(value: float | None, spec: str = ".3f") -> str:
 def tables(rows: list[dict[str, Any]], logo: list[dict[str, Any]], lodo: list[dict[str, Any]]) -> str:
     out = []
     head = ["scorer", "AUROC davidson", "AUROC paradetox", "AUROC toxigen",
-            *[f"RTP cont. {h}" for h in HEADS], "flagged xstest safe", "flagged paradetox neutral",
+            *[f"RTP cont. {h}" for h in datasets.HEADS], "flagged xstest safe", "flagged paradetox neutral",
             "ms/text b=1", "ms/text b=32", "memory MB"]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         out.append("| " + " | ".join([
             r["scorer"], fmt(r["auroc_davidson"]), fmt(r["auroc_paradetox"]), fmt(r["auroc_toxigen"]),
-            *[fmt(r.get(f"auroc_rtp_continuations_{h}")) for h in HEADS],
+            *[fmt(r.get(f"auroc_rtp_continuations_{h}")) for h in datasets.HEADS],
             fmt(r["fpr_xstest_safe"], ".1%"), fmt(r["fpr_paradetox_neutral"], ".1%"), f"{r['ms_per_text_batch1']:.1f}",
             f"{r['ms_per_text_batch32']:.1f}", f"{r['memory_mb']:.0f}",
         ]) + " |")
@@ -171,9 +163,9 @@ def tables(rows: list[dict[str, Any]], logo: list[dict[str, Any]], lodo: list[di
     if lodo:
         out += ["", "Leave-one-dataset-out (dataset removed from training; AUROC on its test split, RTP on the "
                 "continuations; - : no other dataset labels that category)", "",
-                "| dataset | " + " | ".join(HEADS) + " |", "|---|" + "---|" * len(HEADS)]
+                "| dataset | " + " | ".join(datasets.HEADS) + " |", "|---|" + "---|" * len(datasets.HEADS)]
         out += ["| " + r["dataset"] + " | " + " | ".join(fmt(r.get(f"auroc_{h}")) if f"auroc_{h}" in r else "n/a"
-                                                        for h in HEADS) + " |" for r in lodo]
+                                                        for h in datasets.HEADS) + " |" for r in lodo]
     return "\n".join(out)
 
 
@@ -187,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "scorers.json"))
     args = parser.parse_args(argv)
     data = Path(args.data)
-    examples = load_examples(data, 8000)
+    examples = datasets.load_examples(data, 8000)
     rows = scorer_rows([n for n in args.scorers.split(",") if n], examples, data, args.limit)
     logo: list[dict[str, Any]] = []
     lodo: list[dict[str, Any]] = []

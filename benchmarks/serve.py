@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from supervisor.integrations.serve import GatewayConfig  # noqa: E402
 
+from benchmarks.report import publish  # noqa: E402
 from supervisor.primaries.embedded import smollm2_path  # noqa: E402
 from tests.openai_servers import MODEL_ALIAS, ScriptedOpenAIServer, free_port, start_llama_server  # noqa: E402
 from tests.test_serve import RunningGateway  # noqa: E402
@@ -120,12 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {t['upstream']} | {t['side']} | {t['clients']} | {t['ttft_p50_s']:.3f} s | "
                      f"{t['ttft_p95_s']:.3f} s | {t['chars_per_s']:.0f} | {t['wave_s']:.2f} s | {t['crosstalk']} | "
                      f"{t['flagged_word_delivered']} |")
-    print("\n".join(lines))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": vars(args), "machine": platform.platform(), "table": table}, indent=1),
-                   encoding="utf-8")
-    print(f"wrote {out}", file=sys.stderr)
+    publish(lines, args.out, {"settings": vars(args), "table": table})
     return 0
 
 

@@ -12,8 +12,6 @@ writes benchmarks/results/visible_text.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import timeit
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.report import publish  # noqa: E402
 from supervisor.scorers.lexical import profanity_model  # noqa: E402
 from supervisor.visible_text import obfuscation_variant, visible  # noqa: E402
 
@@ -78,12 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {row['window']} | {'yes' if row['ascii'] else 'no'} | {'yes' if row['changed'] else 'no'} | "
                      f"{row['visible_us']:.1f} us | {row['obfuscation_variant_us']:.1f} us | "
                      f"{row['lexical_model_us']:.1f} us |")
-    print("\n".join(lines))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": vars(args), "machine": platform.platform(), "python": platform.python_version(),
-                               "table": table}, indent=1), encoding="utf-8")
-    print(f"wrote {out}", file=sys.stderr)
+    publish(lines, args.out, {"settings": vars(args), "table": table})
     return 0
 
 

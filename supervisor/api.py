@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from typing_extensions import Unpack
 
 from supervisor.chunk_drivers import arun_chunked, run_chunked
-from supervisor.chunk_session import ChunkSession, chunk_session
+from supervisor.chunk_session import ChunkEngine, chunk_engine
 from supervisor.errors import InputError
 from supervisor.events import EventObserver, GenerationResult
 from supervisor.messages import validate_max_tokens, validate_messages, validate_prompt
@@ -21,13 +21,13 @@ from supervisor.primaries.base import LogitPrimary
 from supervisor.primaries.chunk import ChunkPrimary
 from supervisor.sampling import SamplingParams
 from supervisor.scorers import Scorer, get_scorer
-from supervisor.session import Request, Session
+from supervisor.session import LogitEngine, Request
 
 
 class _Run:
     """One generation, on whichever primary level: its released-text generator, result and cancel."""
 
-    def __init__(self, primary: LogitPrimary | ChunkPrimary, session: Session | ChunkSession, request: Any,
+    def __init__(self, primary: LogitPrimary | ChunkPrimary, session: LogitEngine | ChunkEngine, request: Any,
                  scorer: Scorer) -> None:
         self.primary = primary
         self.session = session
@@ -35,17 +35,27 @@ class _Run:
         self.scorer = scorer
 
     def texts(self) -> Generator[str, None, None]:
-        if isinstance(self.session, Session):
+        if isinstance(self.session, LogitEngine):
             return self.session.run()
         assert isinstance(self.primary, ChunkPrimary)
         return run_chunked(self.session, self.primary, self.request, self.scorer)
 
     def atexts(self) -> AsyncGenerator[str, None]:
-        assert isinstance(self.session, ChunkSession) and isinstance(self.primary, ChunkPrimary)
+        assert isinstance(self.session, ChunkEngine) and isinstance(self.primary, ChunkPrimary)
         return arun_chunked(self.session, self.primary, self.request, self.scorer)
+
+    @property
+    def local(self) -> bool:
+        """A local primary: it decodes in its own loop (a worker thread for the async API)."""
+        return isinstance(self.session, LogitEngine)
 
     def cancel(self) -> None:
         self.session.cancel()
+
+    def stop(self) -> None:
+        """Closing the stream: a local primary stops at its next token (a hosted one closes with its generator)."""
+        if self.local:
+            self.cancel()
 
     @property
     def result(self) -> GenerationResult | None:
@@ -67,8 +77,7 @@ class SupervisedStream:
 
     def close(self) -> None:
         """Stop generating (and close the upstream request); what was released stays released."""
-        if isinstance(self._run.session, Session):
-            self._run.cancel()
+        self._run.stop()
         self._iterator.close()
 
     def __enter__(self) -> SupervisedStream:
@@ -91,7 +100,7 @@ class AsyncSupervisedStream:
         self._queue: asyncio.Queue[tuple[str, Any]] | None = None
         self._thread: threading.Thread | None = None
         self._native: AsyncGenerator[str, None] | None = (
-            run.atexts() if isinstance(run.session, ChunkSession) else None
+            None if run.local else run.atexts()
         )
 
     def _start(self) -> None:
@@ -225,7 +234,7 @@ class Supervisor:
         )
         observers = [*self.observers, *([chosen.on_event] if chosen.on_event else [])]
         if isinstance(primary, LogitPrimary):
-            session = Session(primary, self.scorer, self.policy, request, supervise=chosen.supervise,
+            session = LogitEngine(primary, self.scorer, self.policy, request, supervise=chosen.supervise,
                               observers=observers)
             return _Run(primary, session, request, self.scorer)
         if request.messages is None:
@@ -235,7 +244,7 @@ class Supervisor:
             )
         chat = {"messages": request.messages, "max_tokens": request.max_tokens, "temperature": chosen.temperature,
                 "top_p": chosen.top_p, **({"seed": chosen.seed} if chosen.seed is not None else {})}
-        chunked = chunk_session(primary, chat, self.policy, max_tokens=request.max_tokens, supervise=chosen.supervise,
+        chunked = chunk_engine(primary, chat, self.policy, max_tokens=request.max_tokens, supervise=chosen.supervise,
                                 observers=observers)
         return _Run(primary, chunked, chat, self.scorer)
 

@@ -1,7 +1,7 @@
 """Driving the chunk engine, written once (:mod:`supervisor.flows`): :func:`chunk_flow` holds the loop over upstream
 attempts (open a stream, feed its deltas to the session, have what it asks for scored, release text, restart from a
-checked prefix, retry a fault after a pause) and :func:`settle_flow` answers one step's checks; the blocking drivers
-(:func:`run_chunked`, :func:`settle`) and the async ones (:func:`arun_chunked`, :func:`asettle`) only say how each
+checked prefix, retry a fault after a pause) and :func:`checks_flow` answers one step's checks; the blocking drivers
+(:func:`run_chunked`, :func:`answer_checks`) and the async ones (:func:`arun_chunked`, :func:`aanswer_checks`) only say how each
 need is met."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from supervisor.chunk_session import ChunkSession, Step
+from supervisor.chunk_session import ChunkEngine, Directive
 from supervisor.core import ameasure, measure
 from supervisor.errors import UpstreamFault
 from supervisor.flows import Flow, Need, Release, adrive, afinish, drive, finish
@@ -54,7 +54,7 @@ class Pause(Need):
     seconds: float
 
 
-def settle_flow(session: ChunkSession, step: Step) -> Flow[Step]:
+def checks_flow(session: ChunkEngine, step: Directive) -> Flow[Directive]:
     """Answer every check ``step`` asks for (and the checks their answers ask for); the released text adds up."""
     released = step.released
     while step.check is not None:
@@ -64,23 +64,23 @@ def settle_flow(session: ChunkSession, step: Step) -> Flow[Step]:
     return step
 
 
-def chunk_flow(session: ChunkSession) -> Flow[None]:
+def chunk_flow(session: ChunkEngine) -> Flow[None]:
     """One supervised generation over upstream attempts. Closing it finishes the result as cancelled."""
     attempt: Attempt | None = session.begin()
     try:
         while attempt is not None:
-            step = Step()
+            step = Directive()
             try:
                 if attempt.candidates > 1:
                     candidates = yield Candidates(attempt)
-                    step = yield from settle_flow(session, session.choose(attempt, candidates))
+                    step = yield from checks_flow(session, session.choose(attempt, candidates))
                     if step.released:
                         yield Release(step.released)
                 else:
                     yield Open(attempt)
                     while not (step.done or step.restart):
                         delta = yield Read()
-                        step = yield from settle_flow(session, session.end() if delta is None else session.feed(delta))
+                        step = yield from checks_flow(session, session.end() if delta is None else session.feed(delta))
                         if step.released:
                             yield Release(step.released)
                         if delta is None:
@@ -128,7 +128,7 @@ class _Upstream:
         await self.astack.aclose()
 
 
-def run_chunked(session: ChunkSession, primary: ChunkPrimary, request: Any, scorer: Scorer,
+def run_chunked(session: ChunkEngine, primary: ChunkPrimary, request: Any, scorer: Scorer,
                 ) -> Generator[str, None, None]:
     """Drive ``session`` over ``primary`` (blocking): yields released text; ``session.result`` is set at the end.
     Closing the generator closes the upstream stream and finishes the result as cancelled."""
@@ -147,7 +147,7 @@ def run_chunked(session: ChunkSession, primary: ChunkPrimary, request: Any, scor
         Candidates: candidates, Pause: pause}, upstream.close)
 
 
-def arun_chunked(session: ChunkSession, primary: ChunkPrimary, request: Any, scorer: Scorer,
+def arun_chunked(session: ChunkEngine, primary: ChunkPrimary, request: Any, scorer: Scorer,
                  ) -> AsyncGenerator[str, None]:
     """Async driver of :func:`chunk_flow` (the upstream's async client, the scorer's ``aassess``)."""
     upstream = _Upstream(primary, request)
@@ -165,11 +165,16 @@ def arun_chunked(session: ChunkSession, primary: ChunkPrimary, request: Any, sco
         Candidates: candidates, Pause: pause}, upstream.aclose)
 
 
-def settle(session: ChunkSession, step: Step, scorer: Scorer) -> Step:
+def answer_checks(session: ChunkEngine, step: Directive, scorer: Scorer) -> Directive:
     """Answer ``step``'s checks with ``scorer`` (blocking); the step with all the text they released."""
-    return finish(settle_flow(session, step), {Score: lambda need: measure(session.core, scorer, need.texts)})
+    return finish(checks_flow(session, step), {Score: lambda need: measure(session.core, scorer, need.texts)})
 
 
-async def asettle(session: ChunkSession, step: Step, scorer: Scorer) -> Step:
-    """Async twin of :func:`settle` (the scorer's ``aassess``)."""
-    return await afinish(settle_flow(session, step), {Score: lambda need: ameasure(session.core, scorer, need.texts)})
+async def aanswer_checks(session: ChunkEngine, step: Directive, scorer: Scorer) -> Directive:
+    """Async twin of :func:`answer_checks` (the scorer's ``aassess``)."""
+    return await afinish(checks_flow(session, step), {Score: lambda need: ameasure(session.core, scorer, need.texts)})
+
+
+# Deprecated names, kept for one release: "settle" meant four things.
+settle = answer_checks
+asettle = aanswer_checks

@@ -49,7 +49,7 @@ def finish_reason(result: GenerationResult, *, tool_calls: bool = False) -> str:
 
 
 @dataclass
-class Step:
+class Directive:
     """What the driver must do next. ``check``: score these texts and call ``resolve``."""
 
     released: str = ""
@@ -58,7 +58,7 @@ class Step:
     done: bool = False
 
 
-class ChunkSession:
+class ChunkEngine:
     """The chunk engine's session. See the module docstring."""
 
     def __init__(
@@ -143,8 +143,8 @@ class ChunkSession:
         return attempt
 
     # -- the stream -----------------------------------------------------------------------------
-    def feed(self, delta: UpstreamDelta) -> Step:
-        """One upstream delta. Returns a Step that may ask for a check (nothing is released unchecked)."""
+    def feed(self, delta: UpstreamDelta) -> Directive:
+        """One upstream delta. Returns a Directive that may ask for a check (nothing is released unchecked)."""
         record = self._attempts[-1]
         if delta.prompt_tokens is not None:
             record.prompt_tokens = delta.prompt_tokens
@@ -153,35 +153,35 @@ class ChunkSession:
         if delta.finish_reason is not None:
             self._finish_reason = record.finish_reason = delta.finish_reason
         if not delta.text:
-            return Step()
+            return Directive()
         tokens = self.count_tokens(delta.text)
         self._stream_tokens += tokens
         self.core.usage.generated_tokens += tokens
         self.response.append(delta.text, tokens)
         if not self.supervise:
-            return Step(released=self.core.release(self.response, self.response.end))
+            return Directive(released=self.core.release(self.response, self.response.end))
         return self._ask(self.core.due(self.response))
 
-    def end(self) -> Step:
+    def end(self) -> Directive:
         """The upstream stream finished normally."""
         if not self.supervise:
             return self._done(self._stop_reason())
         check = self.core.due(self.response, final=True)
         return self._ask(check) if check is not None else self._done(self._stop_reason())
 
-    def _ask(self, check: Check | None) -> Step:
+    def _ask(self, check: Check | None) -> Directive:
         if check is None:
-            return Step()
+            return Directive()
         self._pending = check
-        return Step(check=[self.response.text(start, end) for start, end in check.spans])
+        return Directive(check=[self.response.text(start, end) for start, end in check.spans])
 
-    def resolve(self, outcome: list[Assessment] | ScorerError) -> Step:
+    def resolve(self, outcome: list[Assessment] | ScorerError) -> Directive:
         """The scorer's answer to the last ``Step.check`` (or the error it raised)."""
         pending, self._pending = self._pending, None
         if pending == "words":
             if not isinstance(outcome, ScorerError):
                 self._ban_words(outcome)
-            return Step(restart=self._attempt(self._restart_reason))
+            return Directive(restart=self._attempt(self._restart_reason))
         if isinstance(pending, _Candidates):
             return self._chosen(pending, outcome)
         if pending is None:
@@ -195,8 +195,8 @@ class ChunkSession:
             return self._done(reason, decision.released)
         if decision.target is None:
             if after == "continue":
-                return Step(released=decision.released, restart=self._attempt("continue"))
-            return Step(released=decision.released)
+                return Directive(released=decision.released, restart=self._attempt("continue"))
+            return Directive(released=decision.released)
         if isinstance(decision.action, Reprompt):
             self._instruction = decision.action.instruction
             self._restart_reason = "reprompt"
@@ -204,15 +204,15 @@ class ChunkSession:
             self._restart_reason = "rollback"
         return self._ban_step(decision.removed_text)
 
-    def _ban_step(self, removed: str) -> Step:
+    def _ban_step(self, removed: str) -> Directive:
         """Ask to score the words of the removed text (those to ban through logit_bias), or restart at once."""
         kept = self.response.response.lower()
         words = list(dict.fromkeys(w for w in _WORD.findall(removed) if w.lower() not in kept))
         if self.token_ids is None or not words or len(self._logit_bias) >= self.policy.max_logit_bias_entries:
-            return Step(restart=self._attempt(self._restart_reason))
+            return Directive(restart=self._attempt(self._restart_reason))
         self._removed_words = words
         self._pending = "words"
-        return Step(check=list(words))
+        return Directive(check=list(words))
 
     def _ban_words(self, assessments: list[Assessment]) -> None:
         """logit_bias for the retry: ban the risky words of the removed text (every single-token spelling),
@@ -235,7 +235,7 @@ class ChunkSession:
                 self._logit_bias[ids[0]] = min(value, self._logit_bias.get(ids[0], 0))
 
     # -- best-of-K ------------------------------------------------------------------------------
-    def choose(self, attempt: Attempt, candidates: Sequence[Candidate]) -> Step:
+    def choose(self, attempt: Attempt, candidates: Sequence[Candidate]) -> Directive:
         """The candidates of a best-of-K ``attempt`` came back: asks to measure them (one batch: each candidate
         after the context window of the checked prefix, and in windows of a few words)."""
         start = self.response.window_start(self.response.end, self.policy.window_tokens)
@@ -255,9 +255,9 @@ class ChunkSession:
             texts.extend(pieces)
             owners.extend([index] * len(pieces))
         self._pending = _Candidates(attempt, list(candidates), counts, owners)
-        return Step(check=texts)
+        return Directive(check=texts)
 
-    def _chosen(self, pending: _Candidates, outcome: list[Assessment] | ScorerError) -> Step:
+    def _chosen(self, pending: _Candidates, outcome: list[Assessment] | ScorerError) -> Directive:
         """Continue with the safest candidate that passes; with none (or no measurement), stream as usual: the
         checks that follow decide either way."""
         risks: list[float] = [0.0] * len(pending.candidates)
@@ -273,7 +273,7 @@ class ChunkSession:
                   and pending.candidates[i].finish_reason != "tool_calls"]
         if not usable:
             self._discard_candidates(pending, None)
-            return Step(restart=self._attempt(pending.attempt.reason, streaming=True))
+            return Directive(restart=self._attempt(pending.attempt.reason, streaming=True))
         best = min(usable, key=lambda i: risks[i])
         chosen = pending.candidates[best]
         self._discard_candidates(pending, best)
@@ -284,7 +284,7 @@ class ChunkSession:
             return self._ask(check) if check is not None else self._done(self._stop_reason())
         check = self.core.due(self.response)
         if check is None:
-            return Step(restart=self._attempt("continue"))
+            return Directive(restart=self._attempt("continue"))
         self._after_check = "continue"
         return self._ask(check)
 
@@ -327,9 +327,9 @@ class ChunkSession:
     def _stop_reason(self) -> StopReason:
         return "length" if self._finish_reason == "length" else "stop"
 
-    def _done(self, reason: StopReason, released: str = "") -> Step:
+    def _done(self, reason: StopReason, released: str = "") -> Directive:
         self._finish(reason)
-        return Step(released=released, done=True)
+        return Directive(released=released, done=True)
 
     def _finish(self, reason: StopReason, *, error: str | None = None) -> None:
         if self.core.result is not None:
@@ -359,7 +359,7 @@ def _word_windows(text: str, words: int) -> list[str]:
     return [text[a:b] for a, b in tile_words(starts, len(text), words)]
 
 
-def chunk_session(
+def chunk_engine(
     primary: ChunkPrimary,
     request: Any,
     policy: Policy,
@@ -367,9 +367,9 @@ def chunk_session(
     max_tokens: int,
     supervise: bool = True,
     observers: Sequence[EventObserver] = (),
-) -> ChunkSession:
+) -> ChunkEngine:
     """A session wired to ``primary``'s tokenizer for ``request``."""
-    return ChunkSession(
+    return ChunkEngine(
         policy,
         max_tokens=max_tokens,
         count_tokens=primary.token_counter(request),
@@ -377,3 +377,10 @@ def chunk_session(
         supervise=supervise,
         observers=observers,
     )
+
+
+# Deprecated names, kept for one release (docs/development.md, "Renamed"): the engine was a "session" and what it
+# answers a "step".
+ChunkSession = ChunkEngine
+Step = Directive
+chunk_session = chunk_engine

@@ -92,7 +92,7 @@ class TokenTrajectory:
         return after[:1].isspace() and "\ufffd" not in before
 
 
-class Session:
+class LogitEngine:
     """Runs one generation; iterate :meth:`run` for released text, then read :attr:`result`."""
 
     def __init__(
@@ -137,11 +137,11 @@ class Session:
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> Generator[str, None, None]:
-        self.primary.acquire()
+        self.primary.claim()
         try:
             yield from self._run()
         finally:
-            self.primary.release()
+            self.primary.free()
             self.core.finish(self._stop or ("cancelled" if self._cancelled else "stop"),
                              completion_tokens=self.core.released_position)
 
@@ -344,3 +344,7 @@ class Session:
         for token_id in set(removed_ids) - kept:
             if _CONTENT_TOKEN.match(self.primary.decode([token_id])):
                 self._penalties[token_id] = self.policy.rejected_token_penalty
+
+
+#: Deprecated name of :class:`LogitEngine`, kept for one release.
+Session = LogitEngine

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from supervisor.chunk_drivers import asettle, settle
-from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession, Step
+from supervisor.chunk_drivers import aanswer_checks, answer_checks
+from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkEngine, Directive
 from supervisor.events import EventObserver, GenerationResult, InterventionEvent
 from supervisor.policy import Policy, as_policy
 from supervisor.primaries.chunk import UpstreamDelta
@@ -59,7 +59,7 @@ class StreamCheck:
                  on_event: EventObserver | None = None) -> None:
         self.scorer = get_scorer(scorer)
         self.policy = observe_only(as_policy(policy))
-        self._session = ChunkSession(self.policy, max_tokens=UNLIMITED_TOKENS,
+        self._session = ChunkEngine(self.policy, max_tokens=UNLIMITED_TOKENS,
                                      observers=[on_event] if on_event is not None else [])
         self._session.begin()
 
@@ -67,32 +67,32 @@ class StreamCheck:
     def feed(self, text: str) -> Checked:
         """The next delta of the stream; returns what may be shown now."""
         if self.stopped:
-            return self._checked(Step(done=True))
-        return self._checked(settle(self._session, self._session.feed(UpstreamDelta(text=text)), self.scorer))
+            return self._checked(Directive(done=True))
+        return self._checked(answer_checks(self._session, self._session.feed(UpstreamDelta(text=text)), self.scorer))
 
     async def afeed(self, text: str) -> Checked:
         """Async twin of :meth:`feed` (the scorer's ``aassess``)."""
         if self.stopped:
-            return self._checked(Step(done=True))
-        return self._checked(await asettle(self._session, self._session.feed(UpstreamDelta(text=text)), self.scorer))
+            return self._checked(Directive(done=True))
+        return self._checked(await aanswer_checks(self._session, self._session.feed(UpstreamDelta(text=text)), self.scorer))
 
     def end(self) -> Checked:
         """The stream ended: the held-back tail, once checked (the final check of the whole text runs now)."""
         if self.stopped:
-            return self._checked(Step(done=True))
-        return self._checked(settle(self._session, self._session.end(), self.scorer))
+            return self._checked(Directive(done=True))
+        return self._checked(answer_checks(self._session, self._session.end(), self.scorer))
 
     async def aend(self) -> Checked:
         """Async twin of :meth:`end`."""
         if self.stopped:
-            return self._checked(Step(done=True))
-        return self._checked(await asettle(self._session, self._session.end(), self.scorer))
+            return self._checked(Directive(done=True))
+        return self._checked(await aanswer_checks(self._session, self._session.end(), self.scorer))
 
     def cancel(self) -> None:
         """The stream was abandoned: the report is finished as cancelled (nothing more is released)."""
         self._session.cancel()
 
-    def _checked(self, step: Step) -> Checked:
+    def _checked(self, step: Directive) -> Checked:
         halted = self.result is not None and self.result.stop_reason in HALTED
         return Checked(text=step.released, stopped=step.done or self.result is not None, halted=halted)
 

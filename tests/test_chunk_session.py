@@ -14,7 +14,7 @@ import pytest
 
 from supervisor import Policy
 from supervisor.chunk_drivers import arun_chunked, run_chunked
-from supervisor.chunk_session import chunk_session
+from supervisor.chunk_session import chunk_engine
 from supervisor.errors import UpstreamError, UpstreamFault
 from supervisor.primaries.chunk import Attempt, ChunkPrimary, UpstreamDelta
 from tests.helpers import KeywordScorer
@@ -83,7 +83,7 @@ POLICY = Policy(checkpoint_every=4, window_tokens=8, upstream_backoff_s=0.0)
 
 
 def run(primary: ScriptedChunkPrimary, scorer: Any, policy: Policy = POLICY, max_tokens: int = 200) -> tuple[list[str], Any]:
-    session = chunk_session(primary, {}, policy, max_tokens=max_tokens)
+    session = chunk_engine(primary, {}, policy, max_tokens=max_tokens)
     released = list(run_chunked(session, primary, {}, scorer))
     return released, session.result
 
@@ -121,7 +121,7 @@ def test_upstream_failing_beyond_the_budget_raises_with_the_released_text() -> N
     policy = Policy(checkpoint_every=2, window_tokens=4, holdback_checkpoints=0, max_upstream_retries=1,
                     upstream_backoff_s=0.0)
     primary = ScriptedChunkPrimary([SAFE], fault_after={0: 7, 1: 0})
-    session = chunk_session(primary, {}, policy, max_tokens=200)
+    session = chunk_engine(primary, {}, policy, max_tokens=200)
     released = ""
     with pytest.raises(UpstreamError) as caught:
         for delta in run_chunked(session, primary, {}, KeywordScorer()):
@@ -145,13 +145,13 @@ def test_async_twin_gives_the_same_answer_and_closing_early_closes_upstream() ->
 
     async def collect() -> str:
         primary = ScriptedChunkPrimary(answers)
-        session = chunk_session(primary, {}, POLICY, max_tokens=200)
+        session = chunk_engine(primary, {}, POLICY, max_tokens=200)
         return "".join([d async for d in arun_chunked(session, primary, {}, KeywordScorer())])
 
     assert asyncio.run(collect()) == sync_text
 
     primary = ScriptedChunkPrimary([SAFE * 3])
-    session = chunk_session(primary, {}, Policy(checkpoint_every=2, holdback_checkpoints=0), max_tokens=500)
+    session = chunk_engine(primary, {}, Policy(checkpoint_every=2, holdback_checkpoints=0), max_tokens=500)
     stream = run_chunked(session, primary, {}, KeywordScorer())
     first = next(stream)
     stream.close()

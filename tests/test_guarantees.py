@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 from supervisor import Policy
 from supervisor.assessment import Assessment
 from supervisor.chunk_drivers import arun_chunked, run_chunked
-from supervisor.chunk_session import chunk_session
+from supervisor.chunk_session import chunk_engine
 from supervisor.errors import UpstreamError, UpstreamFault
 from supervisor.primaries.chunk import Attempt, ChunkPrimary, UpstreamDelta, estimate_tokens
 from supervisor.sampling import SamplingParams
 from supervisor.scorers.base import BaseScorer
-from supervisor.session import Request, Session
+from supervisor.session import LogitEngine, Request
 from tests.helpers import ScriptedPrimary
 
 MARK = "#"
@@ -143,7 +143,7 @@ def check_released(released: list[str], result_text: str) -> None:
 def _chunk_case(answers: list[list[str]], sizes: list[int] | None, upstream_faults: frozenset[tuple[int, int]],
                 count_tokens: Callable[[str], int], policy: Policy) -> tuple[CutPrimary, Any]:
     primary = CutPrimary(answers, sizes, upstream_faults, count_tokens)
-    return primary, chunk_session(primary, None, policy, max_tokens=10_000)
+    return primary, chunk_engine(primary, None, policy, max_tokens=10_000)
 
 
 @PROPERTY_SETTINGS
@@ -217,7 +217,7 @@ def test_logit_engine_never_releases_unchecked_text(
     primary = ScriptedPrimary(script, fallback=fallback or " ok.")
     request = Request(messages=None, prompt="Say something.", max_tokens=max_tokens,
                       sampling=SamplingParams(temperature=0.0))
-    session = Session(primary, MarkerScorer(scorer_faults), policy, request)
+    session = LogitEngine(primary, MarkerScorer(scorer_faults), policy, request)
     released = list(session.run())
     assert session.result is not None
     check_released(released, session.result.text)
@@ -225,17 +225,17 @@ def test_logit_engine_never_releases_unchecked_text(
 
 def test_the_reported_case_a_flagged_word_before_a_large_delta() -> None:
     """Issue 10: "Fuck" (lexical risk 1.0) then one ~25-word delta was released before any check saw it."""
-    from supervisor.chunk_drivers import settle
-    from supervisor.chunk_session import ChunkSession
+    from supervisor.chunk_drivers import answer_checks
+    from supervisor.chunk_session import ChunkEngine
 
     pieces = [MARK, " you are great and the weather is mild today and the park is open for everyone to enjoy "
                     "a quiet walk with friends and family in the afternoon sun",
               " and we all had a very good time there today."]
-    session = ChunkSession(Policy(), max_tokens=1000)
+    session = ChunkEngine(Policy(), max_tokens=1000)
     session.begin()
     scorer = MarkerScorer()
-    out = "".join(settle(session, session.feed(UpstreamDelta(text=piece)), scorer).released for piece in pieces)
-    out += settle(session, session.end(), scorer).released
+    out = "".join(answer_checks(session, session.feed(UpstreamDelta(text=piece)), scorer).released for piece in pieces)
+    out += answer_checks(session, session.end(), scorer).released
     assert MARK not in out
     assert [event.kind for event in session.events][:1] == ["rollback"]
 
@@ -300,7 +300,7 @@ def test_logit_engine_a_flagged_word_never_hides_in_a_long_window(
     primary = ScriptedPrimary(script, fallback=fallback or " ok.")
     request = Request(messages=None, prompt="Say something.", max_tokens=max_tokens,
                       sampling=SamplingParams(temperature=0.0))
-    session = Session(primary, DilutedMarkerScorer(), policy, request)
+    session = LogitEngine(primary, DilutedMarkerScorer(), policy, request)
     released = list(session.run())
     assert session.result is not None
     check_released(released, session.result.text)
@@ -337,7 +337,7 @@ def test_the_reported_case_one_profane_word_in_a_long_benign_window(engine: str)
     for case, pieces in enumerate(diluted_word_cases(18, 40 if engine == "chunk" else 10)):
         if engine == "chunk":
             primary = CutPrimary([pieces, [" and that was all."]], None, frozenset(), estimate_tokens)
-            session = chunk_session(primary, None, Policy(), max_tokens=10_000)
+            session = chunk_engine(primary, None, Policy(), max_tokens=10_000)
             released = "".join(run_chunked(session, primary, None, scorer))
         else:
             local = ScriptedPrimary("".join(pieces), fallback=" and that was all.")
@@ -345,5 +345,5 @@ def test_the_reported_case_one_profane_word_in_a_long_benign_window(engine: str)
                               sampling=SamplingParams(temperature=0.0))
             # one character per token: windows as long as the hosted ones (5 of these 10 leak without short windows)
             policy = Policy(steering="off", window_tokens=192, checkpoint_every=64)
-            released = "".join(Session(local, scorer, policy, request).run())
+            released = "".join(LogitEngine(local, scorer, policy, request).run())
         assert "fuck" not in released, f"case {case}: {released!r}"

@@ -193,13 +193,13 @@ def test_a_steered_retry_uses_no_heat_and_no_token_penalties() -> None:
     from helpers import KeywordScorer
 
     from supervisor.sampling import SamplingParams
-    from supervisor.session import Request, Session
+    from supervisor.session import LogitEngine, Request
 
     primary = WordPrimary(VOCAB, [" you", " are", " a", " fucking", " person", "."], {3: " lovely"})
     request = Request(messages=None, prompt="Go.", max_tokens=8, sampling=SamplingParams(temperature=1.0, seed=0))
     for retry, penalised in (("steer", False), ("heat", True)):
         policy = Policy(checkpoint_every=4, first_checkpoint_tokens=4, window_tokens=8, retry=retry, steering="off")
-        session = Session(primary, KeywordScorer(word="fucking", step=1.0), policy, request)
+        session = LogitEngine(primary, KeywordScorer(word="fucking", step=1.0), policy, request)
         text = "".join(session.run())
         assert session.result is not None and session.result.count("rollback") >= 1
         assert "fucking" not in text

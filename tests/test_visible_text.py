@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from supervisor import Assessment, Policy
-from supervisor.chunk_drivers import settle
-from supervisor.chunk_session import ChunkSession
+from supervisor.chunk_drivers import answer_checks
+from supervisor.chunk_session import ChunkEngine
 from supervisor.primaries.chunk import UpstreamDelta
 from supervisor.scorers import assess_checked, get_scorer
 from supervisor.scorers.base import aassess_checked
@@ -177,17 +177,17 @@ def test_aassess_checked_hands_the_scorer_visible_text() -> None:
 
 
 def test_the_chunk_engine_never_releases_a_bidi_override_word() -> None:
-    session = ChunkSession(Policy(checkpoint_every=4, window_tokens=8), max_tokens=200)
+    session = ChunkEngine(Policy(checkpoint_every=4, window_tokens=8), max_tokens=200)
     session.begin()
     scorer = get_scorer("lexical")
     released = ""
     pieces = ["The", " weather", " is", " mild", " today", " and", " \u202ekcuf\u202c", " you", " all", " day", "."]
     for piece in pieces:
-        step = settle(session, session.feed(UpstreamDelta(text=piece)), scorer)
+        step = answer_checks(session, session.feed(UpstreamDelta(text=piece)), scorer)
         released += step.released
         if step.done or step.restart:
             break
     else:
-        released += settle(session, session.end(), scorer).released
+        released += answer_checks(session, session.end(), scorer).released
     assert "kcuf" not in released and "\u202e" not in released
     assert any(event.kind in ("rollback", "halt") and "kcuf" in event.removed_text for event in session.events)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -12,6 +13,7 @@ from langchain_core.messages import BaseMessage
 
 from supervisor.errors import SupervisorError
 from supervisor.events import EventObserver, GenerationResult, InterventionEvent
+from supervisor.flows import Flow, Handlers, Need, afinish, finish
 from supervisor.policy import Policy, as_policy
 from supervisor.scorers import Scorer, get_scorer
 from supervisor.stream_check import Checked, StreamCheck, observe_only
@@ -36,6 +38,21 @@ def _text_of(token: Any) -> str:
     if isinstance(token, list):
         return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in token)
     return str(token or "")
+
+
+@dataclass(frozen=True)
+class _Feed(Need):
+    check: StreamCheck
+    text: str
+
+
+@dataclass(frozen=True)
+class _End(Need):
+    check: StreamCheck
+
+
+_CHECKS: Handlers = {_Feed: lambda need: need.check.feed(need.text), _End: lambda need: need.check.end()}
+_ACHECKS: Handlers = {_Feed: lambda need: need.check.afeed(need.text), _End: lambda need: need.check.aend()}
 
 
 class _RunWatcher:
@@ -88,6 +105,19 @@ class _RunWatcher:
         generations = getattr(response, "generations", None) or []
         return "".join(g.text for batch in generations for g in batch if isinstance(getattr(g, "text", None), str))
 
+    # What a token and the end of a run do, written once for both handlers (supervisor.flows)
+    def token_flow(self, run_id: UUID, text: str) -> Flow[None]:
+        if (check := self.check(run_id)) is not None:
+            self.after(run_id, check, (yield _Feed(check, text)))
+
+    def end_flow(self, run_id: UUID, response: Any) -> Flow[None]:
+        if (check := self.check(run_id)) is not None:
+            if unseen := self.unstreamed_text(check, response):  # not streamed: checked before invoke returns
+                self.after(run_id, check, (yield _Feed(check, unseen)))
+            if not check.stopped:
+                self.after(run_id, check, (yield _End(check)))
+        self.finish(run_id)
+
     def after(self, run_id: UUID, check: StreamCheck, checked: Checked) -> None:
         if not checked.stopped:
             return
@@ -98,12 +128,8 @@ class _RunWatcher:
             raise SupervisorHalt(f"supervisor halted the stream: {reason}", result=result, run_id=run_id)
 
 
-class SupervisorCallbackHandler(BaseCallbackHandler):
-    """Watches streamed tokens per run; raises :class:`SupervisorHalt` when the state becomes unsafe.
-
-    ``results[run_id]`` holds each finished run's report and ``events`` every intervention. Tokens flow
-    only when the model streams (``stream()``, or ``streaming=True`` for ``invoke``).
-    """
+class _Watching:
+    """What both handlers hold: the runs' checks, their reports (``results[run_id]``) and every event."""
 
     raise_error = True
 
@@ -119,6 +145,14 @@ class SupervisorCallbackHandler(BaseCallbackHandler):
     @property
     def events(self) -> list[InterventionEvent]:
         return self._watch.events
+
+
+class SupervisorCallbackHandler(_Watching, BaseCallbackHandler):
+    """Watches streamed tokens per run; raises :class:`SupervisorHalt` when the state becomes unsafe.
+
+    ``results[run_id]`` holds each finished run's report and ``events`` every intervention. Tokens flow
+    only when the model streams (``stream()``, or ``streaming=True`` for ``invoke``).
+    """
 
     def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *,
                             run_id: UUID, **kwargs: Any) -> None:
@@ -128,42 +162,21 @@ class SupervisorCallbackHandler(BaseCallbackHandler):
         self._watch.start(run_id)
 
     def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        if (check := self._watch.check(run_id)) is not None:
-            self._watch.after(run_id, check, check.feed(_text_of(token)))
+        finish(self._watch.token_flow(run_id, _text_of(token)), _CHECKS)
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        if (check := self._watch.check(run_id)) is not None:
-            if unseen := self._watch.unstreamed_text(check, response):  # not streamed: checked before invoke returns
-                self._watch.after(run_id, check, check.feed(unseen))
-            if not check.stopped:
-                self._watch.after(run_id, check, check.end())
-        self._watch.finish(run_id)
+        finish(self._watch.end_flow(run_id, response), _CHECKS)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._watch.finish(run_id)
 
 
-class AsyncSupervisorCallbackHandler(AsyncCallbackHandler):
+class AsyncSupervisorCallbackHandler(_Watching, AsyncCallbackHandler):
     """Async twin of :class:`SupervisorCallbackHandler` (for ``ainvoke`` / ``astream`` / ``abatch``).
 
     LangChain does not propagate errors of async handlers called from sync ``stream()``: use the sync
     handler there.
     """
-
-    raise_error = True
-
-    def __init__(self, scorer: str | Scorer | None = None,
-                 policy: Policy | str | Path | dict[str, Any] | None = None, *,
-                 on_event: EventObserver | None = None) -> None:
-        self._watch = _RunWatcher(scorer, policy, on_event)
-
-    @property
-    def results(self) -> dict[UUID, GenerationResult]:
-        return self._watch.results
-
-    @property
-    def events(self) -> list[InterventionEvent]:
-        return self._watch.events
 
     async def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *,
                                   run_id: UUID, **kwargs: Any) -> None:
@@ -174,16 +187,10 @@ class AsyncSupervisorCallbackHandler(AsyncCallbackHandler):
         self._watch.start(run_id)
 
     async def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        if (check := self._watch.check(run_id)) is not None:
-            self._watch.after(run_id, check, await check.afeed(_text_of(token)))
+        await afinish(self._watch.token_flow(run_id, _text_of(token)), _ACHECKS)
 
     async def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        if (check := self._watch.check(run_id)) is not None:
-            if unseen := self._watch.unstreamed_text(check, response):
-                self._watch.after(run_id, check, await check.afeed(unseen))
-            if not check.stopped:
-                self._watch.after(run_id, check, await check.aend())
-        self._watch.finish(run_id)
+        await afinish(self._watch.end_flow(run_id, response), _ACHECKS)
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._watch.finish(run_id)

@@ -3,7 +3,8 @@ model, full logit control over a local primary)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import aclosing, closing
 from typing import Any
 
 from langchain_core.callbacks.manager import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -16,7 +17,7 @@ from supervisor.integrations.langchain.primary import LangChainContinuation, Lan
 
 from supervisor.api import Supervisor
 from supervisor.chunk_drivers import arun_chunked, run_chunked
-from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession, chunk_session, finish_reason
+from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkEngine, chunk_engine, finish_reason
 from supervisor.errors import InputError
 from supervisor.events import GenerationResult
 from supervisor.messages import Message
@@ -107,9 +108,9 @@ class SupervisedChatModel(BaseChatModel):
         return self.bind(**bound.kwargs)  # type: ignore[attr-defined]
 
     # -- the stream ---------------------------------------------------------------------------------
-    def _session(self, request: LangChainRequest) -> ChunkSession:
+    def _session(self, request: LangChainRequest) -> ChunkEngine:
         assert self._primary is not None
-        return chunk_session(self._primary, request, self._supervisor.policy, max_tokens=UNLIMITED_TOKENS,
+        return chunk_engine(self._primary, request, self._supervisor.policy, max_tokens=UNLIMITED_TOKENS,
                              observers=self._supervisor.observers)
 
     def _final_chunk(self, result: GenerationResult | None, request: LangChainRequest | None) -> ChatGenerationChunk:
@@ -131,64 +132,43 @@ class SupervisedChatModel(BaseChatModel):
                                  tool_call_chunks=tool_call_chunks, chunk_position="last")
         return ChatGenerationChunk(message=message)
 
-    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+    def _texts(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], *,
+               asynchronous: bool) -> tuple[Any, Callable[[], GenerationResult | None], LangChainRequest | None]:
+        """The released texts (a generator, or an async one), the report once they end, and the request."""
         if isinstance(self.inner, LogitPrimary):
             _local_arguments(stop, kwargs)
-            stream = self._supervisor.stream(self.inner, _as_messages(messages),
-                                             max_tokens=kwargs.pop("max_tokens", self.max_tokens),
-                                             temperature=kwargs.pop("temperature", self.temperature))
-            with stream:
-                for text in stream:
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
-                    if run_manager:
-                        run_manager.on_llm_new_token(text, chunk=chunk)
-                    yield chunk
-            yield self._final_chunk(stream.result, None)
-            return
+            start = self._supervisor.astream if asynchronous else self._supervisor.stream
+            stream = start(self.inner, _as_messages(messages), max_tokens=kwargs.pop("max_tokens", self.max_tokens),
+                           temperature=kwargs.pop("temperature", self.temperature))
+            return stream, lambda: stream.result, None
         assert self._primary is not None
         request = LangChainRequest(list(messages), stop, kwargs)
         session = self._session(request)
-        texts = run_chunked(session, self._primary, request, self._supervisor.scorer)
-        try:
+        drive = arun_chunked if asynchronous else run_chunked
+        return drive(session, self._primary, request, self._supervisor.scorer), lambda: session.result, request
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        texts, report, request = self._texts(messages, stop, kwargs, asynchronous=False)
+        with closing(texts):
             for text in texts:
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
                 if run_manager:
                     run_manager.on_llm_new_token(text, chunk=chunk)
                 yield chunk
-        finally:
-            texts.close()
-        yield self._final_chunk(session.result, request)
+        yield self._final_chunk(report(), request)
 
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: AsyncCallbackManagerForLLMRun | None = None,
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        if isinstance(self.inner, LogitPrimary):
-            _local_arguments(stop, kwargs)
-            stream = self._supervisor.astream(self.inner, _as_messages(messages),
-                                              max_tokens=kwargs.pop("max_tokens", self.max_tokens),
-                                              temperature=kwargs.pop("temperature", self.temperature))
-            async with stream:
-                async for text in stream:
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
-                    if run_manager:
-                        await run_manager.on_llm_new_token(text, chunk=chunk)
-                    yield chunk
-            yield self._final_chunk(stream.result, None)
-            return
-        assert self._primary is not None
-        request = LangChainRequest(list(messages), stop, kwargs)
-        session = self._session(request)
-        texts = arun_chunked(session, self._primary, request, self._supervisor.scorer)
-        try:
+        texts, report, request = self._texts(messages, stop, kwargs, asynchronous=True)
+        async with aclosing(texts):
             async for text in texts:
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
                 if run_manager:
                     await run_manager.on_llm_new_token(text, chunk=chunk)
                 yield chunk
-        finally:
-            await texts.aclose()
-        yield self._final_chunk(session.result, request)
+        yield self._final_chunk(report(), request)
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:

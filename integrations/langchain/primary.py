@@ -107,25 +107,23 @@ class LangChainPrimary(ChunkPrimary):
             completion_tokens=usage.get("output_tokens") if usage else None,
         )
 
-    @contextmanager
-    def open(self, request: Any, attempt: Attempt) -> Iterator[Iterator[UpstreamDelta]]:
+    def _reader(self, request: Any, attempt: Attempt) -> tuple[Any, _Reader]:
         assert isinstance(request, LangChainRequest)
         request.tool_call_chunks.clear()
         messages, kwargs = self._call(request, attempt)
         continuation = ContinuationFilter(attempt.prefix, active=self.continuation == "instruction")
+        return (messages, kwargs), _Reader(self, request, continuation)
+
+    @contextmanager
+    def open(self, request: Any, attempt: Attempt) -> Iterator[Iterator[UpstreamDelta]]:
+        (messages, kwargs), reader = self._reader(request, attempt)
         chunks = self.model.stream(messages, stop=request.stop, **kwargs)
 
         def deltas() -> Iterator[UpstreamDelta]:
-            finished = False
             with upstream_faults():
                 for chunk in chunks:
-                    delta = continuation.apply(self._delta(chunk, request))
-                    finished = finished or delta.finish_reason is not None
-                    yield delta
-            # a LangChain stream simply ends: that is a normal finish unless the model said otherwise
-            end = continuation.flush(finish_reason=None if finished else "stop")
-            if end is not None:
-                yield end
+                    yield reader.read(chunk)
+            yield from reader.end()
 
         try:
             yield deltas()
@@ -136,25 +134,37 @@ class LangChainPrimary(ChunkPrimary):
 
     @asynccontextmanager
     async def aopen(self, request: Any, attempt: Attempt) -> AsyncIterator[AsyncIterator[UpstreamDelta]]:
-        assert isinstance(request, LangChainRequest)
-        request.tool_call_chunks.clear()
-        messages, kwargs = self._call(request, attempt)
-        continuation = ContinuationFilter(attempt.prefix, active=self.continuation == "instruction")
+        (messages, kwargs), reader = self._reader(request, attempt)
         chunks = self.model.astream(messages, stop=request.stop, **kwargs)
 
         async def deltas() -> AsyncIterator[UpstreamDelta]:
-            finished = False
             with upstream_faults():
                 async for chunk in chunks:
-                    delta = continuation.apply(self._delta(chunk, request))
-                    finished = finished or delta.finish_reason is not None
-                    yield delta
-            # a LangChain stream simply ends: that is a normal finish unless the model said otherwise
-            end = continuation.flush(finish_reason=None if finished else "stop")
-            if end is not None:
+                    yield reader.read(chunk)
+            for end in reader.end():
                 yield end
 
         try:
             yield deltas()
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
+
+
+class _Reader:
+    """One attempt's LangChain stream as the engine sees it: chunks through the continuation filter; at the end,
+    the filter's remainder (a LangChain stream simply ends: a normal finish unless the model said otherwise)."""
+
+    def __init__(self, primary: LangChainPrimary, request: LangChainRequest, continuation: ContinuationFilter,
+                 ) -> None:
+        self.primary, self.request, self.continuation = primary, request, continuation
+        self.finished = False
+
+    def read(self, chunk: Any) -> UpstreamDelta:
+        delta = self.continuation.apply(self.primary._delta(chunk, self.request))
+        self.finished = self.finished or delta.finish_reason is not None
+        return delta
+
+    def end(self) -> Iterator[UpstreamDelta]:
+        end = self.continuation.flush(finish_reason=None if self.finished else "stop")
+        if end is not None:
+            yield end

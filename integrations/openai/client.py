@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.chunk_drivers import arun_chunked, run_chunked
-from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession, chunk_session, finish_reason
+from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkEngine, chunk_engine, finish_reason
 from supervisor.errors import InputError
 from supervisor.events import EventObserver, GenerationResult
 from supervisor.policy import Policy, as_policy
@@ -83,9 +83,9 @@ def _max_tokens(kwargs: Mapping[str, Any]) -> int:
     return int(value) if value else UNLIMITED_TOKENS
 
 
-def _session(primary: OpenAICompatiblePrimary, request: ChatRequest, settings: _Settings) -> ChunkSession:
+def _session(primary: OpenAICompatiblePrimary, request: ChatRequest, settings: _Settings) -> ChunkEngine:
     observers = [settings.on_event] if settings.on_event else []
-    return chunk_session(primary, request, settings.policy, max_tokens=_max_tokens(request.kwargs),
+    return chunk_engine(primary, request, settings.policy, max_tokens=_max_tokens(request.kwargs),
                          observers=observers)
 
 

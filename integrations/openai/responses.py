@@ -17,7 +17,7 @@ from typing import Any
 from supervisor.integrations.openai.client import GuardedResource
 
 from supervisor.chunk_drivers import arun_chunked, run_chunked
-from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkSession, chunk_session
+from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkEngine, chunk_engine
 from supervisor.errors import InputError
 from supervisor.events import GenerationResult
 from supervisor.primaries.openai_responses import OpenAIResponsesPrimary, ResponsesRequest
@@ -33,10 +33,10 @@ def _checked(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _session(primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Any) -> ChunkSession:
+def _session(primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Any) -> ChunkEngine:
     limit = request.kwargs.get("max_output_tokens") or UNLIMITED_TOKENS
     observers = [settings.on_event] if settings.on_event else []
-    return chunk_session(primary, request, settings.policy, max_tokens=int(limit), observers=observers)
+    return chunk_engine(primary, request, settings.policy, max_tokens=int(limit), observers=observers)
 
 
 class _EventFactory:

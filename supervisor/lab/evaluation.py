@@ -136,7 +136,7 @@ def continuation_nll(reference: LogitPrimary, item: PromptItem, text: str) -> tu
     if not target:
         return 0.0, 0
     prompt_ids = reference.chat_prompt(item.messages) if item.messages else reference.completion_prompt(item.text)
-    reference.acquire()
+    reference.claim()
     try:
         logits = reference.reset(prompt_ids)
         nll = 0.0
@@ -145,7 +145,7 @@ def continuation_nll(reference: LogitPrimary, item: PromptItem, text: str) -> tu
             nll -= float(shifted[token] - math.log(float(np.exp(shifted).sum())))
             logits = reference.step(token)
     finally:
-        reference.release()
+        reference.free()
     return nll, len(target)
 
 

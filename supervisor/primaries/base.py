@@ -110,15 +110,20 @@ class LogitPrimary(ABC):
         """The token ids currently in the context."""
 
     # -- concurrency --------------------------------------------------------------------------
-    def acquire(self) -> None:
+    def claim(self) -> None:
+        """Take the primary's one decoding state for a generation (PrimaryBusyError when another holds it)."""
         if not self._lock.acquire(blocking=False):
             raise PrimaryBusyError(
                 f"primary {self.name!r} is already generating; local primaries hold one decoding state, "
                 "so use one primary per concurrent generation (or wait for the other to finish)"
             )
 
-    def release(self) -> None:
+    def free(self) -> None:
+        """Give the decoding state back (the generation that claimed it ended)."""
         self._lock.release()
+
+    acquire = claim  # deprecated names, kept for one release ("release" also meant releasing checked text)
+    release = free
 
     def check_fits(self, prompt_tokens: int, max_tokens: int) -> None:
         if prompt_tokens + max_tokens > self.context_length:

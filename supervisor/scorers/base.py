@@ -88,12 +88,10 @@ def assess_checked(
             result = call(inputs)
         else:
             result = in_own_thread(call, inputs).result(timeout=timeout_s)
-    except concurrent.futures.TimeoutError as exc:
-        raise ScorerError(f"scorer {scorer.name!r} did not answer within {timeout_s} s") from exc
     except ScorerError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of a user-supplied scorer is reported the same way
-        raise ScorerError(f"scorer {scorer.name!r} raised {type(exc).__name__}: {exc}") from exc
+        raise _scorer_error(scorer, exc, timeout_s) from exc
     return _checked_result(scorer, texts, result)
 
 
@@ -123,10 +121,15 @@ async def aassess_checked(scorer: Scorer, texts: Sequence[str], timeout_s: float
     """Async twin of :func:`assess_checked` (uses the scorer's ``aassess``), also on the visible texts."""
     try:
         result = await asyncio.wait_for(scorer.aassess(seen(texts)), timeout=timeout_s)
-    except asyncio.TimeoutError as exc:
-        raise ScorerError(f"scorer {scorer.name!r} did not answer within {timeout_s} s") from exc
     except ScorerError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of a user-supplied scorer is reported the same way
-        raise ScorerError(f"scorer {scorer.name!r} raised {type(exc).__name__}: {exc}") from exc
+        raise _scorer_error(scorer, exc, timeout_s) from exc
     return _checked_result(scorer, texts, result)
+
+
+def _scorer_error(scorer: Scorer, exc: Exception, timeout_s: float | None) -> ScorerError:
+    """Any failure of a (user-supplied) scorer, as the one error the engines handle."""
+    if isinstance(exc, (concurrent.futures.TimeoutError, asyncio.TimeoutError)):
+        return ScorerError(f"scorer {scorer.name!r} did not answer within {timeout_s} s")
+    return ScorerError(f"scorer {scorer.name!r} raised {type(exc).__name__}: {exc}")

@@ -134,11 +134,11 @@ class LLMJudgeScorer:
 
     def assess(self, texts: Sequence[str]) -> list[Assessment]:
         with self._lock:
-            self.primary.acquire()  # a primary that is generating cannot judge at the same time
+            self.primary.claim()  # a primary that is generating cannot judge at the same time
             try:
                 return [self._assess_one(t) for t in texts]
             finally:
-                self.primary.release()
+                self.primary.free()
 
     async def aassess(self, texts: Sequence[str]) -> list[Assessment]:
         return await asyncio.wrap_future(in_own_thread(self.assess, list(texts)))
