@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from supervisor.chunk_session import ChunkEngine, Directive
-from supervisor.core import ameasure, measure
 from supervisor.errors import UpstreamFault
 from supervisor.flows import Flow, Need, Release, adrive, afinish, drive, finish
+from supervisor.measuring import ameasure, measure
 from supervisor.primaries.chunk import Attempt, ChunkPrimary
 from supervisor.scorers.base import Scorer
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from supervisor.actions import Action, Bias, Continue, Halt, Reprompt, Rollback
 from supervisor.assessment import Assessment
@@ -39,7 +39,6 @@ from supervisor.events import (
 )
 from supervisor.holdback import Holdback
 from supervisor.policy import Policy
-from supervisor.scorers.base import Scorer, aassess_checked, assess_checked
 from supervisor.state import MoralState, StateEstimator, intervention_event
 
 Span = tuple[int, int]
@@ -386,28 +385,3 @@ def word_start(trajectory: Trajectory, position: int, *, floor: int = 0) -> int:
         if trajectory.is_word_start(candidate):
             return candidate
     return floor
-
-
-# -- measuring, for the drivers -------------------------------------------------------------------
-def measure(core: SupervisionCore, scorer: Scorer, inputs: Sequence[Any],
-            method: Callable[[list[Any]], list[Assessment]] | None = None) -> list[Assessment] | ScorerError:
-    """Score ``inputs`` (texts, or whatever ``method`` takes) within the policy's timeout, counting the call
-    in the core's usage and timings; a failure comes back as the :class:`ScorerError` it stands for."""
-    started = time.perf_counter()
-    try:
-        return assess_checked(scorer, inputs, core.policy.scorer_timeout_s, method)
-    except ScorerError as exc:
-        return exc
-    finally:
-        core.count_scorer_call(len(inputs), time.perf_counter() - started)
-
-
-async def ameasure(core: SupervisionCore, scorer: Scorer, texts: Sequence[str]) -> list[Assessment] | ScorerError:
-    """Async twin of :func:`measure` (the scorer's ``aassess``)."""
-    started = time.perf_counter()
-    try:
-        return await aassess_checked(scorer, texts, core.policy.scorer_timeout_s)
-    except ScorerError as exc:
-        return exc
-    finally:
-        core.count_scorer_call(len(texts), time.perf_counter() - started)

@@ -20,9 +20,10 @@ import numpy as np
 
 from supervisor.actions import Reprompt, Rollback
 from supervisor.assessment import Assessment
-from supervisor.core import Check, Decision, SupervisionCore, measure
+from supervisor.core import Check, Decision, SupervisionCore
 from supervisor.errors import ScorerError
 from supervisor.events import EventObserver, GenerationResult, StopReason
+from supervisor.measuring import measure
 from supervisor.messages import Message, with_instruction
 from supervisor.policy import Policy
 from supervisor.primaries.base import LogitPrimary
