@@ -245,7 +245,7 @@ class Supervisor:
         chat = {"messages": request.messages, "max_tokens": request.max_tokens, "temperature": chosen.temperature,
                 "top_p": chosen.top_p, **({"seed": chosen.seed} if chosen.seed is not None else {})}
         chunked = chunk_engine(primary, chat, self.policy, max_tokens=request.max_tokens, supervise=chosen.supervise,
-                                observers=observers)
+                               observers=observers, conversation=request.messages, measured_by=self.scorer)
         return _Run(primary, chunked, chat, self.scorer)
 
     # Each takes ``options`` (a GenerationOptions) and/or its fields as keywords (max_tokens=128, temperature=0.7,

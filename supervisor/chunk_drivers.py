@@ -66,8 +66,11 @@ def checks_flow(session: ChunkEngine, step: Directive) -> Flow[Directive]:
 
 def chunk_flow(session: ChunkEngine) -> Flow[None]:
     """One supervised generation over upstream attempts. Closing it finishes the result as cancelled."""
-    attempt: Attempt | None = session.begin()
     try:
+        if session.conversation is not None:  # the messages before the response: one batch, only what is new
+            pending = session.conversation.pending
+            session.start_from((yield Score(pending)) if pending else [])
+        attempt: Attempt | None = session.begin()
         while attempt is not None:
             step = Directive()
             try:

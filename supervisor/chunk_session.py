@@ -16,13 +16,14 @@ token ids); token counts come from the primary's tokenizer where it has one, an 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from supervisor.actions import Reprompt
 from supervisor.assessment import Assessment
 from supervisor.char_trajectory import CharTrajectory
+from supervisor.conversation import ConversationMeasure, measures_conversation
 from supervisor.core import Check, SupervisionCore, tile_words
 from supervisor.errors import ScorerError, UpstreamError
 from supervisor.events import EventObserver, GenerationResult, StopReason, UpstreamAttempt
@@ -70,6 +71,8 @@ class ChunkEngine:
         token_ids: Callable[[str], list[int] | None] | None = None,
         supervise: bool = True,
         observers: Sequence[EventObserver] = (),
+        conversation: Sequence[Mapping[str, Any]] | None = None,
+        measured_by: Any = None,
     ) -> None:
         self.policy = policy
         self.max_tokens = max_tokens
@@ -89,6 +92,9 @@ class ChunkEngine:
         self._finish_reason: str | None = None
         self._stream_tokens = 0
         self._retries = 0
+        #: The messages before the response, to measure before it starts (chat mode; None: a bare text stream)
+        self.conversation = (ConversationMeasure(conversation, measured_by, policy)
+                             if conversation and supervise and measures_conversation(policy) else None)
 
     @property
     def result(self) -> GenerationResult | None:
@@ -106,6 +112,13 @@ class ChunkEngine:
     def streamed_chars(self) -> int:
         """Non-zero once any response text was fed (kept characters plus discarded tokens)."""
         return self.response.end + self.core.usage.discarded_tokens
+
+    def start_from(self, outcome: list[Assessment] | ScorerError) -> None:
+        """The conversation's measurements came back (a scorer failure leaves the response without a prior: its
+        own checks fail closed)."""
+        if self.conversation is None or isinstance(outcome, ScorerError):
+            return
+        self._instruction = self.core.start_from(self.conversation.state(outcome))
 
     # -- attempts -------------------------------------------------------------------------------
     def begin(self) -> Attempt:
@@ -367,8 +380,10 @@ def chunk_engine(
     max_tokens: int,
     supervise: bool = True,
     observers: Sequence[EventObserver] = (),
+    conversation: Sequence[Mapping[str, Any]] | None = None,
+    measured_by: Any = None,
 ) -> ChunkEngine:
-    """A session wired to ``primary``'s tokenizer for ``request``."""
+    """An engine wired to ``primary``'s tokenizer for ``request``; ``conversation``: the messages it answers."""
     return ChunkEngine(
         policy,
         max_tokens=max_tokens,
@@ -376,6 +391,8 @@ def chunk_engine(
         token_ids=primary.tokenizer(request),
         supervise=supervise,
         observers=observers,
+        conversation=conversation,
+        measured_by=measured_by,
     )
 
 

@@ -19,7 +19,7 @@ from supervisor.api import Supervisor
 from supervisor.errors import InputError, SupervisorError
 from supervisor.events import GenerationResult, InterventionEvent
 from supervisor.messages import MAX_TOKENS_LIMIT, Message, check_unicode, decode_utf8
-from supervisor.policy import Policy
+from supervisor.policy import Policy, as_policy
 from supervisor.primaries import load_primary
 from supervisor.primaries.base import LogitPrimary
 from supervisor.primaries.chunk import ChunkPrimary
@@ -249,7 +249,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score_conversations(args: argparse.Namespace) -> int:
+    """``supervisor score --conversation``: one JSON line per ``{"messages": [...]}`` line, with every turn."""
+    from supervisor.conversation import ConversationMeasure
+
+    scorer = get_scorer(args.scorer)
+    policy = Policy() if args.policy is None else as_policy(args.policy)
+    for where, record in json_lines(decode_utf8(sys.stdin.buffer.read(), "stdin").splitlines(), "stdin"):
+        if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
+            raise InputError(f'{where}: expected {{"messages": [{{"role": ..., "content": ...}}, ...]}}')
+        messages = [m for m in record["messages"] if isinstance(m, dict)]
+        for index, message in enumerate(messages):
+            if isinstance(message.get("content"), str):
+                check_unicode(message["content"], f"{where}: messages[{index}].content")
+        measure = ConversationMeasure(messages, scorer, policy)
+        state = measure.state(assess_checked(scorer, measure.pending, None) if measure.pending else [])
+        print(json.dumps({**({"id": record["id"]} if "id" in record else {}), **state.model_dump(mode="json")}))
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
+    if args.conversation:
+        return cmd_score_conversations(args)
     texts: list[str] = []
     for where, record in json_lines(decode_utf8(sys.stdin.buffer.read(), "stdin").splitlines(), "stdin"):
         if isinstance(record, dict) and isinstance(record.get("text"), str):
@@ -347,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="flagged from this risk, 0 to 1 (default: the default policy's act_threshold, where the "
                        "embedding probe is calibrated)")
     score.add_argument("--batch-size", type=positive_int, default=32)
+    score.add_argument("--conversation", action="store_true",
+                       help='read {"messages": [...]} per line; print each conversation\'s turns and its state')
+    score.add_argument("--policy", default=None, help="policy file for --conversation's zones (default: Policy())")
     score.set_defaults(handler=cmd_score)
     return parser
 

@@ -25,6 +25,7 @@ from supervisor.assessment import Assessment
 from supervisor.controller import Controller
 from supervisor.errors import ScorerError
 from supervisor.events import (
+    ConversationState,
     EventKind,
     EventObserver,
     GenerationResult,
@@ -131,6 +132,7 @@ class SupervisionCore:
         self.checkpoint_count = 0
         self.error: str | None = None
         self.steering = SteeringReport()
+        self.conversation: ConversationState | None = None
         self._trigger = _Trigger()
         self._start = time.perf_counter()
         self._count_lock = threading.Lock()
@@ -327,6 +329,25 @@ class SupervisionCore:
         self._mark_first_release(delta)
         return delta
 
+    def start_from(self, conversation: ConversationState) -> str | None:
+        """The response continues ``conversation``: its state seeds the estimator; an unsafe one is recorded as an
+        event. Returns the instruction the answer must be generated under, if any."""
+        self.conversation = conversation
+        self.estimator.prior = conversation.prior(self.policy.conversation_prior)
+        if conversation.zone != "unsafe":
+            return None
+        act = self.policy.conversation_action == "instruction"
+        event = InterventionEvent(
+            kind="conversation", position=0, checkpoint=0, risk=conversation.risk, category=conversation.category,
+            window="conversation", time_s=round(time.perf_counter() - self._start, 4),
+            detail=(f"the conversation is in the unsafe region (filtered risk {conversation.risk:.2f}, peak "
+                    f"{conversation.peak:.2f}): " + ("answered under a safety instruction" if act else "measured only")),
+        )
+        self.events.append(event)
+        for observer in self.observers:
+            observer(event)
+        return self.policy.conversation_instruction if act else None
+
     def count_scorer_call(self, inputs: int, seconds: float) -> None:
         with self._count_lock:  # a check scored ahead on a worker and a rerank call can finish at once
             self.usage.scorer_calls += 1
@@ -361,7 +382,7 @@ class SupervisionCore:
             self.result = GenerationResult(
                 text=self.holdback.released, stop_reason=reason, events=self.events, trace=self.trace,
                 usage=self.usage, timings=self.timings, error=error if error is not None else self.error,
-                attempts=list(attempts), steering=self.steering,
+                attempts=list(attempts), steering=self.steering, conversation=self.conversation,
             )
         return self.result
 

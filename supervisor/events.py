@@ -7,9 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-EventKind = Literal["bias", "rollback", "reprompt", "halt", "scorer_error", "upstream_retry"]
+EventKind = Literal["bias", "rollback", "reprompt", "halt", "scorer_error", "upstream_retry", "conversation"]
 StopReason = Literal["stop", "length", "halt", "scorer_error", "upstream_error", "cancelled"]
-TriggerWindow = Literal["chunk", "short", "full", "final", "candidates"]
+TriggerWindow = Literal["chunk", "short", "full", "final", "candidates", "conversation"]
+Zone = Literal["safe", "watch", "unsafe"]
 
 
 class InterventionEvent(BaseModel):
@@ -24,7 +25,8 @@ class InterventionEvent(BaseModel):
     window: TriggerWindow = Field(
         default="chunk", description=(
             "Which measurement triggered it: chunk (a window with context), short (a window of a few words), full "
-            "(the whole response), final (the check before the end), candidates (the steering's rerank)."),
+            "(the whole response), final (the check before the end), candidates (the steering's rerank), "
+            "conversation (the messages before the response)."),
     )
     removed_text: str = Field(default="", description="Generated text discarded by this action (never released).")
     detail: str = Field(default="", description="Human-readable reason (the instruction, the error, ...).")
@@ -103,6 +105,33 @@ class SteeringReport(BaseModel):
         self.seconds += seconds
 
 
+class Turn(BaseModel):
+    """One message as the supervisor measured it, and the conversation's state after it."""
+
+    index: int = Field(description="Position of the message in the conversation.")
+    role: str
+    risk: float = Field(description="Measured risk of this message.")
+    categories: dict[str, float] = Field(description="Measured probability per category.")
+    flagged: bool = Field(description="The message itself crosses an act threshold.")
+    state_risk: float = Field(description="The conversation's filtered risk after it (level and forecast).")
+    zone: Zone = Field(description="The conversation's zone after it.")
+
+
+class ConversationState(BaseModel):
+    """Where the conversation is heading, after its last message."""
+
+    turns: list[Turn] = Field(default_factory=list)
+    risk: float = Field(default=0.0, description="Filtered risk after the last message (level and forecast).")
+    peak: float = Field(default=0.0, description="Highest measured risk of any message.")
+    category: str | None = Field(default=None, description="The category with the highest filtered level.")
+    zone: Zone = "safe"
+    level: dict[str, float] = Field(default_factory=dict, description="Filtered level per category.")
+
+    def prior(self, weight: float) -> dict[str, float]:
+        """The floor of a response's initial level per category."""
+        return {name: weight * value for name, value in self.level.items()}
+
+
 class GenerationResult(BaseModel):
     text: str = Field(description="The released response: exactly what stream() yielded, concatenated.")
     stop_reason: StopReason
@@ -116,6 +145,9 @@ class GenerationResult(BaseModel):
     )
     steering: SteeringReport = Field(
         default_factory=SteeringReport, description="Local primaries: what the continuous steering did."
+    )
+    conversation: ConversationState | None = Field(
+        default=None, description="The conversation the response continued, as measured before it (chat mode)."
     )
 
     def count(self, kind: EventKind) -> int:

@@ -106,6 +106,27 @@ class Policy(BaseModel):
         default=DEFAULT_HALT_MESSAGE, description="Text appended to the released answer when generation is halted."
     )
 
+    # -- the conversation -----------------------------------------------------------------------------
+    conversation_prior: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description=(
+            "Chat mode: the conversation's filtered risk (every message measured, a filter across the turns) times "
+            "this is the floor of the response's initial level, per category: a risky request starts the response "
+            "in the watch zone (steered harder from its first token); a benign one changes nothing. 0: off. It "
+            "never rolls text back by itself (rollbacks need a measured window over act_threshold)."),
+    )
+    conversation_action: Literal["instruction", "none"] = Field(
+        default="instruction",
+        description=(
+            "What a conversation in the unsafe region gets: 'instruction' adds conversation_instruction to the "
+            "system message of the answer (an event of kind 'conversation' says so); 'none' only measures."),
+    )
+    conversation_instruction: str = Field(
+        default=("The conversation so far is heading somewhere harmful. Answer helpfully and safely: do not insult, "
+                 "threaten or demean anyone, and decline requests that would help cause harm."),
+        min_length=1, description="The safety instruction of conversation_action='instruction'.",
+    )
+
     # -- logit control (local primaries) ----------------------------------------------------------
     steering: Literal["lexical", "vocab", "off"] = Field(
         default="lexical",

@@ -72,6 +72,7 @@ class StateEstimator:
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
+        self.prior: dict[str, float] = {}  # the floor of the initial level per category (the conversation's)
         origin = Checkpoint(index=0, position=0, measured={}, risk=0.0, safe=True)
         self._checkpoints: list[Checkpoint] = [origin]
         self._filters: list[_FilterState] = [_FilterState()]
@@ -99,7 +100,7 @@ class StateEstimator:
         trend: dict[str, float] = {}
         forecast: dict[str, float] = {}
         for name in CATEGORIES:
-            old_level = previous.level.get(name, measured[name])
+            old_level = previous.level.get(name, max(measured[name], self.prior.get(name, 0.0)))
             old_trend = previous.trend.get(name, 0.0)
             new_level = alpha * measured[name] + (1 - alpha) * (old_level + old_trend)
             new_trend = beta * (new_level - old_level) + (1 - beta) * old_trend
@@ -128,7 +129,7 @@ class StateEstimator:
         horizon = self.policy.forecast_horizon
         return max(
             (max(level, min(1.0, level + horizon * latest.trend.get(name, 0.0))) for name, level in latest.level.items()),
-            default=0.0,
+            default=max(self.prior.values(), default=0.0),
         )
 
     def mark_safe(self) -> Checkpoint:

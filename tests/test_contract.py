@@ -76,7 +76,10 @@ class Counted:
 
 def run(engine: str, script: str, scorer: Scorer, policy: Policy, *, fallback: str = " all good.",
         max_tokens: int = 200) -> tuple[list[str], GenerationResult, list[int]]:
-    """Released deltas, the result, and how many scorer calls had been made when each delta was released."""
+    """Released deltas, the result, and how many scorer calls had been made when each delta was released. The logit
+    engine runs in completion mode (no conversation), so the chunk engine's conversation is not measured either:
+    like for like (tests/test_conversation.py covers the conversation)."""
+    policy = policy.model_copy(update={"conversation_prior": 0.0, "conversation_action": "none"})
     counted = Counted(scorer)
     sup = Supervisor(scorer=counted, policy=policy)  # type: ignore[arg-type]
     if engine == "logit":

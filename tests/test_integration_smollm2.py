@@ -55,7 +55,8 @@ def test_transformers_smollm2_from_embedded_gguf() -> None:
 
     probe = StateProbeScorer(primary)
     guarded = Supervisor(scorer=probe).generate(primary, messages, max_tokens=24, seed=0)
-    assert guarded.trace and guarded.usage.scorer_calls == len(guarded.trace)
+    # one call per checkpoint, and one for the conversation before the response
+    assert guarded.trace and guarded.usage.scorer_calls == len(guarded.trace) + (guarded.conversation is not None)
     assert all(0.0 <= a.risk <= 1.0 for a in probe.assess(["have a nice day", "you are a fucking idiot"]))
 
 

@@ -38,6 +38,13 @@ def _as_messages(messages: Sequence[BaseMessage]) -> list[Message]:
     return out
 
 
+def _conversation(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """The thread's messages as the conversation the supervisor measures (role and text of each)."""
+    roles = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+    return [{"role": roles.get(m.type, m.type), "content": m.text if isinstance(m.text, str) else str(m.text)}
+            for m in messages]
+
+
 def _local_arguments(stop: list[str] | None, kwargs: dict[str, Any]) -> None:
     unknown = sorted(set(kwargs) - {"max_tokens", "temperature"})
     if stop or unknown:
@@ -111,7 +118,8 @@ class SupervisedChatModel(BaseChatModel):
     def _session(self, request: LangChainRequest) -> ChunkEngine:
         assert self._primary is not None
         return chunk_engine(self._primary, request, self._supervisor.policy, max_tokens=UNLIMITED_TOKENS,
-                             observers=self._supervisor.observers)
+                            observers=self._supervisor.observers, conversation=_conversation(request.messages),
+                            measured_by=self._supervisor.scorer)
 
     def _final_chunk(self, result: GenerationResult | None, request: LangChainRequest | None) -> ChatGenerationChunk:
         metadata: dict[str, Any] = {"supervision": result.model_dump(mode="json") if result else None}

@@ -86,7 +86,8 @@ def _max_tokens(kwargs: Mapping[str, Any]) -> int:
 def _session(primary: OpenAICompatiblePrimary, request: ChatRequest, settings: _Settings) -> ChunkEngine:
     observers = [settings.on_event] if settings.on_event else []
     return chunk_engine(primary, request, settings.policy, max_tokens=_max_tokens(request.kwargs),
-                         observers=observers)
+                        observers=observers, conversation=request.kwargs.get("messages"),
+                        measured_by=settings.scorer)
 
 
 def _finish_reason(result: GenerationResult, request: ChatRequest) -> str:

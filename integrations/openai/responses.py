@@ -36,7 +36,14 @@ def _checked(kwargs: dict[str, Any]) -> dict[str, Any]:
 def _session(primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Any) -> ChunkEngine:
     limit = request.kwargs.get("max_output_tokens") or UNLIMITED_TOKENS
     observers = [settings.on_event] if settings.on_event else []
-    return chunk_engine(primary, request, settings.policy, max_tokens=int(limit), observers=observers)
+    source = request.kwargs.get("input")
+    conversation = [{"role": "user", "content": source}] if isinstance(source, str) else source
+    instructions = request.kwargs.get("instructions")
+    if isinstance(instructions, str) and isinstance(conversation, list):
+        conversation = [{"role": "system", "content": instructions}, *conversation]
+    return chunk_engine(primary, request, settings.policy, max_tokens=int(limit), observers=observers,
+                        conversation=conversation if isinstance(conversation, list) else None,
+                        measured_by=settings.scorer)
 
 
 class _EventFactory:

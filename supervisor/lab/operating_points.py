@@ -94,7 +94,9 @@ def collect(primary_name: str, prompts: Sequence[BenignPrompt], out: Path, *, ma
     if todo:
         primary = load_primary(primary_name)
         recorder = RecordingScorer()
-        supervisor = Supervisor(recorder, policy or Policy())
+        # what the primary writes is recorded, not the prompts: the conversation is not measured here
+        quiet = (policy or Policy()).model_copy(update={"conversation_prior": 0.0, "conversation_action": "none"})
+        supervisor = Supervisor(recorder, quiet)
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("a", encoding="utf-8") as handle:
             for number, prompt in enumerate(todo):
