@@ -401,3 +401,20 @@ def chunk_engine(
 ChunkSession = ChunkEngine
 Step = Directive
 chunk_session = chunk_engine
+
+_MOVED_TO_DRIVERS = {"run_chunked": "run_chunked", "arun_chunked": "arun_chunked", "settle": "answer_checks",
+                     "asettle": "aanswer_checks"}
+
+
+def __getattr__(name: str) -> Any:
+    """The drivers' old home: ``supervisor.chunk_session.run_chunked`` and friends still resolve, with a warning
+    (looked up by name: the drivers import this module, and a static import back would make a circle)."""
+    if name in _MOVED_TO_DRIVERS:
+        import importlib
+        import warnings
+
+        new = _MOVED_TO_DRIVERS[name]
+        warnings.warn(f"supervisor.chunk_session.{name} moved to supervisor.chunk_drivers.{new}; the old name goes "
+                      "in the next release", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module("supervisor.chunk_drivers"), new)
+    raise AttributeError(f"module 'supervisor.chunk_session' has no attribute {name!r}")

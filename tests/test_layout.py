@@ -51,3 +51,16 @@ def test_the_lab_command_and_judge_come_through_entry_points() -> None:
     done = subprocess.run([sys.executable, "-m", "supervisor.cli", "eval", "--help"], capture_output=True, text=True,
                           cwd=ROOT)
     assert done.returncode == 0 and "--judges" in done.stdout
+
+
+def test_renamed_engine_names_still_resolve() -> None:
+    from supervisor import chunk_drivers, chunk_session, session
+    from supervisor.primaries.base import LogitPrimary
+
+    assert chunk_session.ChunkSession is chunk_session.ChunkEngine and chunk_session.Step is chunk_session.Directive
+    assert chunk_session.chunk_session is chunk_session.chunk_engine and session.Session is session.LogitEngine
+    assert LogitPrimary.acquire is LogitPrimary.claim and LogitPrimary.release is LogitPrimary.free
+    with pytest.warns(DeprecationWarning, match="supervisor.chunk_drivers.answer_checks"):
+        assert chunk_session.settle is chunk_drivers.answer_checks
+    with pytest.warns(DeprecationWarning):
+        assert chunk_session.arun_chunked is chunk_drivers.arun_chunked
