@@ -79,5 +79,8 @@ class Backend:
                                  f"serves: {', '.join(known) or 'no model'}", param="model", code="model_not_found")
 
     async def ready_tokenizer(self, body: dict[str, Any]) -> None:
-        """Find the upstream's tokenizer for this model (an HTTP probe, cached) off the event loop."""
-        await anyio.to_thread.run_sync(self.client.primary.tokenizer, ChatRequest(kwargs=body))
+        """Find the upstream's tokenizer for this model (an HTTP probe, cached) off the event loop; once found, no
+        thread hop."""
+        request = ChatRequest(kwargs=body)
+        if not self.client.primary.knows_tokenizer(request):
+            await anyio.to_thread.run_sync(self.client.primary.tokenizer, request)

@@ -92,15 +92,25 @@ class OpenAICompatiblePrimary(HostedPrimary):
                                        chat_template=self.chat_template, tokenizer=self.tokenizer_spec, name=self.name)
 
     # -- tokens ---------------------------------------------------------------------------------
+    def _model(self, request: Any) -> str | None:
+        return _as_chat_request(request).kwargs.get("model") or self.model
+
+    def knows_tokenizer(self, request: Any) -> bool:
+        """Whether the tokenizer for ``request``'s model is resolved already (:meth:`tokenizer` will not probe)."""
+        with self._tokenizers_lock:
+            return self._model(request) in self._tokenizers
+
     def tokenizer(self, request: Any) -> Callable[[str], list[int]] | None:
-        model = _as_chat_request(request).kwargs.get("model") or self.model
-        with self._tokenizers_lock:  # one probe per model, also when a server resolves it from worker threads
-            if model not in self._tokenizers:
-                if len(self._tokenizers) >= MAX_TOKENIZERS:
-                    self._tokenizers.pop(next(iter(self._tokenizers)))
-                self._tokenizers[model] = resolve_tokenizer(self.tokenizer_spec, base_url=self.base_url,
-                                                            api_key=self.api_key, model=model)
-            return self._tokenizers[model]
+        model = self._model(request)
+        with self._tokenizers_lock:
+            if model in self._tokenizers:
+                return self._tokenizers[model]
+        # The probe (an HTTP round trip) runs outside the lock: it never holds up a lookup of another model.
+        resolved = resolve_tokenizer(self.tokenizer_spec, base_url=self.base_url, api_key=self.api_key, model=model)
+        with self._tokenizers_lock:
+            if model not in self._tokenizers and len(self._tokenizers) >= MAX_TOKENIZERS:
+                self._tokenizers.pop(next(iter(self._tokenizers)))
+            return self._tokenizers.setdefault(model, resolved)
 
     def token_counter(self, request: Any) -> Callable[[str], int]:
         tokenizer = self.tokenizer(request)
