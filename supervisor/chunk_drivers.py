@@ -64,12 +64,23 @@ def checks_flow(session: ChunkEngine, step: Directive) -> Flow[Directive]:
     return step
 
 
+def opening_flow(session: ChunkEngine) -> Flow[Directive]:
+    """Measure the messages before the response (one batch, only what is not cached) and start from them: the
+    opening step, done with its text released when the conversation's action is a refusal or a halt."""
+    if session.conversation is None:
+        return Directive()
+    pending = session.conversation.pending
+    return session.start_from((yield Score(pending)) if pending else [])
+
+
 def chunk_flow(session: ChunkEngine) -> Flow[None]:
     """One supervised generation over upstream attempts. Closing it finishes the result as cancelled."""
     try:
-        if session.conversation is not None:  # the messages before the response: one batch, only what is new
-            pending = session.conversation.pending
-            session.start_from((yield Score(pending)) if pending else [])
+        opening = yield from opening_flow(session)
+        if opening.released:
+            yield Release(opening.released)
+        if opening.done:  # answered with a refusal, or halted: no upstream request
+            return
         attempt: Attempt | None = session.begin()
         while attempt is not None:
             step = Directive()
@@ -176,6 +187,16 @@ def answer_checks(session: ChunkEngine, step: Directive, scorer: Scorer) -> Dire
 async def aanswer_checks(session: ChunkEngine, step: Directive, scorer: Scorer) -> Directive:
     """Async twin of :func:`answer_checks` (the scorer's ``aassess``)."""
     return await afinish(checks_flow(session, step), {Score: lambda need: ameasure(session.core, scorer, need.texts)})
+
+
+def open_conversation(session: ChunkEngine, scorer: Scorer) -> Directive:
+    """:func:`opening_flow` answered with ``scorer`` (blocking): for a stream the session does not drive."""
+    return finish(opening_flow(session), {Score: lambda need: measure(session.core, scorer, need.texts)})
+
+
+async def aopen_conversation(session: ChunkEngine, scorer: Scorer) -> Directive:
+    """Async twin of :func:`open_conversation`."""
+    return await afinish(opening_flow(session), {Score: lambda need: ameasure(session.core, scorer, need.texts)})
 
 
 # Deprecated names, kept for one release: "settle" meant four things.

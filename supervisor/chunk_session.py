@@ -113,12 +113,17 @@ class ChunkEngine:
         """Non-zero once any response text was fed (kept characters plus discarded tokens)."""
         return self.response.end + self.core.usage.discarded_tokens
 
-    def start_from(self, outcome: list[Assessment] | ScorerError) -> None:
+    def start_from(self, outcome: list[Assessment] | ScorerError) -> Directive:
         """The conversation's measurements came back (a scorer failure leaves the response without a prior: its
-        own checks fail closed)."""
+        own checks fail closed). Done, with its text released, when the conversation's action is a refusal or a
+        halt (no upstream request is made)."""
         if self.conversation is None or isinstance(outcome, ScorerError):
-            return
-        self._instruction = self.core.start_from(self.conversation.state(outcome))
+            return Directive()
+        opening = self.core.start_from(self.conversation.state(outcome))
+        if opening.stop is not None:
+            return self._done(opening.stop, opening.released)
+        self._instruction = opening.instruction
+        return Directive()
 
     # -- attempts -------------------------------------------------------------------------------
     def begin(self) -> Attempt:

@@ -7,7 +7,8 @@ per category, :class:`~supervisor.state.StateEstimator`) runs across the turns, 
 state before any single turn is unsafe. A response then starts from it: the filtered risk, times
 ``Policy.conversation_prior``, is the floor of the response's initial level (a risky request puts the response in
 the watch zone from its first token; a benign one leaves it where it was), and a conversation in the unsafe region
-gets ``Policy.conversation_action`` (a safety instruction in the system message of the answer).
+gets ``Policy.conversation_action`` (a safety instruction in the system message of the answer, a refusal turn, or
+a halt; :meth:`supervisor.core.SupervisionCore.start_from`).
 """
 
 from __future__ import annotations

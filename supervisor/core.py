@@ -84,6 +84,7 @@ class Check:
     final: bool
     context: int
     covered: int  # releases go no further: the end of the last short window (the position without them)
+    measured_to: int = 0  # the end of the last window with context (the word in progress at position waits)
 
     @property
     def whole(self) -> bool:
@@ -106,6 +107,20 @@ class Decision:
 class _Trigger:
     state: MoralState | None = None
     window: TriggerWindow = "chunk"
+
+
+_CONVERSATION_OUTCOME = {"instruction": "answered under a safety instruction", "refuse": "answered with a refusal",
+                         "halt": "halted before the answer", "none": "measured only"}
+
+
+@dataclass(frozen=True)
+class Opening:
+    """How a response starts, given its conversation: under an ``instruction``, or already over (``stop``: a
+    refusal or a halt, ``released`` being its text)."""
+
+    instruction: str | None = None
+    released: str = ""
+    stop: StopReason | None = None
 
 
 @dataclass
@@ -172,27 +187,41 @@ class SupervisionCore:
             return None
         position = ends[-1]
         self.checkpoint_count += 1
-        spans = self._window_spans(trajectory, ends)
+        spans = self._window_spans(trajectory, ends, final)
         context = len(spans)
         short = self._short_spans(trajectory, position, final)
-        covered = short[-1][1] if short else (position if self.policy.short_window_words <= 0 else 0)
+        covered = short[-1][1] if short else (spans[-1][1] if self.policy.short_window_words <= 0 else 0)
         spans += [span for span in short if span not in spans]
         windows = len(spans)
         whole = final or self.bias_strength > 0 or self.checkpoint_count % self.policy.full_window_every == 0
         if whole and (windows > 1 or spans[0][0] > 0):
-            spans.append((0, position))
-        return Check(position=position, spans=spans, windows=windows, final=final, context=context, covered=covered)
+            spans.append((0, position if final else self._whole_words_end(trajectory, 0, position)))
+        return Check(position=position, spans=spans, windows=windows, final=final, context=context, covered=covered,
+                     measured_to=spans[context - 1][1])
 
-    def _window_spans(self, trajectory: Trajectory, ends: list[int]) -> list[Span]:
+    def _window_spans(self, trajectory: Trajectory, ends: list[int], final: bool) -> list[Span]:
         """The windows that cover the response from the last checkpoint to the last of ``ends`` (one per cadence
         step): each ``window_tokens`` long and reaching back at least to where the one before ended. However the
-        response arrived (one token or one huge delta at a time), every character lies in a scored window."""
+        response arrived (one token or one huge delta at a time), every character lies in a scored window. A
+        window ends where the last whole word does (before the response's end, the word in progress is not a word
+        yet: "the ho" on the way to "the home"); the next window starts there."""
         previous = self.last_checkpoint
+        if previous > 0:
+            previous = word_start(trajectory, previous)
         spans: list[Span] = []
-        for end in ends:
-            spans.append((min(trajectory.window_start(end, self.policy.window_tokens), previous), end))
-            previous = end
+        for index, end in enumerate(ends):
+            start = min(trajectory.window_start(end, self.policy.window_tokens), previous)
+            stop = end if final and index == len(ends) - 1 else self._whole_words_end(trajectory, start, end)
+            spans.append((start, stop))
+            previous = stop
         return spans
+
+    def _whole_words_end(self, trajectory: Trajectory, start: int, end: int) -> int:
+        """``end``, or the start of the word in progress there (``end`` itself when no word boundary comes)."""
+        stop = word_start(trajectory, end, floor=start)
+        if stop <= start or trajectory.tokens_at(end) - trajectory.tokens_at(stop) >= self._unspaced_tokens():
+            return end
+        return stop
 
     def _short_spans(self, trajectory: Trajectory, position: int, final: bool) -> list[Span]:
         """Windows of ``short_window_words`` whole words that tile the response from the start of the word at the
@@ -221,7 +250,7 @@ class SupervisionCore:
             return self._on_scorer_error(trajectory, check, outcome)
         chunk = Assessment.worst(outcome[: check.windows])
         whole = outcome[check.windows] if check.whole else None
-        state = self.estimator.update(check.position, chunk, whole)
+        state = self.estimator.update(check.position, chunk, whole, measured_to=check.measured_to)
         short = check.windows > check.context and Assessment.worst(outcome[check.context: check.windows]).risk > max(
             (a.risk for a in outcome[: check.context]), default=0.0)
         window: TriggerWindow = "final" if check.final else (
@@ -329,24 +358,31 @@ class SupervisionCore:
         self._mark_first_release(delta)
         return delta
 
-    def start_from(self, conversation: ConversationState) -> str | None:
-        """The response continues ``conversation``: its state seeds the estimator; an unsafe one is recorded as an
-        event. Returns the instruction the answer must be generated under, if any."""
+    def start_from(self, conversation: ConversationState) -> Opening:
+        """The response continues ``conversation``: its state seeds the estimator; an unsafe one gets the policy's
+        conversation_action, recorded as an event. A refusal or a halt is released here and ends the response."""
         self.conversation = conversation
         self.estimator.prior = conversation.prior(self.policy.conversation_prior)
         if conversation.zone != "unsafe":
-            return None
-        act = self.policy.conversation_action == "instruction"
+            return Opening()
+        action = conversation.action = self.policy.conversation_action
         event = InterventionEvent(
             kind="conversation", position=0, checkpoint=0, risk=conversation.risk, category=conversation.category,
             window="conversation", time_s=round(time.perf_counter() - self._start, 4),
             detail=(f"the conversation is in the unsafe region (filtered risk {conversation.risk:.2f}, peak "
-                    f"{conversation.peak:.2f}): " + ("answered under a safety instruction" if act else "measured only")),
+                    f"{conversation.peak:.2f}): " + _CONVERSATION_OUTCOME[action]),
         )
         self.events.append(event)
         for observer in self.observers:
             observer(event)
-        return self.policy.conversation_instruction if act else None
+        if action == "instruction":
+            return Opening(instruction=self.policy.conversation_instruction)
+        if action == "none":
+            return Opening()
+        answer = self.policy.conversation_refusal if action == "refuse" else self.policy.halt_message
+        released = self.holdback.append(answer) if answer else ""
+        self._mark_first_release(released)
+        return Opening(released=released, stop="stop" if action == "refuse" else "halt")
 
     def count_scorer_call(self, inputs: int, seconds: float) -> None:
         with self._count_lock:  # a check scored ahead on a worker and a rerank call can finish at once

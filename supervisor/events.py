@@ -11,6 +11,7 @@ EventKind = Literal["bias", "rollback", "reprompt", "halt", "scorer_error", "ups
 StopReason = Literal["stop", "length", "halt", "scorer_error", "upstream_error", "cancelled"]
 TriggerWindow = Literal["chunk", "short", "full", "final", "candidates", "conversation"]
 Zone = Literal["safe", "watch", "unsafe"]
+ConversationAction = Literal["none", "instruction", "refuse", "halt"]
 
 
 class InterventionEvent(BaseModel):
@@ -126,6 +127,10 @@ class ConversationState(BaseModel):
     category: str | None = Field(default=None, description="The category with the highest filtered level.")
     zone: Zone = "safe"
     level: dict[str, float] = Field(default_factory=dict, description="Filtered level per category.")
+    action: ConversationAction = Field(
+        default="none", description=(
+            "What the response got because of it (Policy.conversation_action, applied when the zone is unsafe): "
+            "none, instruction (a safety instruction in the system message), refuse (a refusal turn), halt."))
 
     def prior(self, weight: float) -> dict[str, float]:
         """The floor of a response's initial level per category."""

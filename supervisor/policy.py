@@ -115,11 +115,19 @@ class Policy(BaseModel):
             "in the watch zone (steered harder from its first token); a benign one changes nothing. 0: off. It "
             "never rolls text back by itself (rollbacks need a measured window over act_threshold)."),
     )
-    conversation_action: Literal["instruction", "none"] = Field(
+    conversation_action: Literal["instruction", "refuse", "halt", "none"] = Field(
         default="instruction",
         description=(
-            "What a conversation in the unsafe region gets: 'instruction' adds conversation_instruction to the "
-            "system message of the answer (an event of kind 'conversation' says so); 'none' only measures."),
+            "What a conversation in the unsafe region gets (an event of kind 'conversation' and "
+            "result.conversation.action say which): 'instruction' adds conversation_instruction to the system "
+            "message of the answer; 'refuse' answers with conversation_refusal, a normal turn (stop reason 'stop': "
+            "the conversation may go on), without asking the primary; 'halt' ends it with halt_message (stop "
+            "reason 'halt', finish_reason content_filter; an agent's loop ends); 'none' only measures."),
+    )
+    conversation_refusal: str = Field(
+        default=("I can't help with where this conversation is going. If there is something else you need, I'm "
+                 "glad to help with that."),
+        min_length=1, description="The answer of conversation_action='refuse'.",
     )
     conversation_instruction: str = Field(
         default=("The conversation so far is heading somewhere harmful. Answer helpfully and safely: do not insult, "

@@ -21,7 +21,7 @@ import numpy as np
 from supervisor.actions import Reprompt, Rollback
 from supervisor.assessment import Assessment
 from supervisor.conversation import ConversationMeasure, measures_conversation
-from supervisor.core import Check, Decision, SupervisionCore
+from supervisor.core import Check, Decision, Opening, SupervisionCore
 from supervisor.errors import ScorerError
 from supervisor.events import EventObserver, GenerationResult, StopReason
 from supervisor.measuring import measure
@@ -150,7 +150,12 @@ class LogitEngine:
     def _run(self) -> Iterator[str]:
         core, response = self.core, self.response
         core.start()
-        self._start_from_conversation()
+        opening = self._start_from_conversation()
+        if opening.stop is not None:  # a refusal or a halt: the primary is not asked
+            self._stop = opening.stop
+            yield from self._released(opening.released)
+            return
+        self._instruction = opening.instruction
         self._prompt_ids = self._build_prompt()
         self.primary.check_fits(len(self._prompt_ids), self.request.max_tokens)
         core.usage.prompt_tokens = len(self._prompt_ids)
@@ -214,15 +219,16 @@ class LogitEngine:
             yield delta
 
     # -- prompts ----------------------------------------------------------------------------------
-    def _start_from_conversation(self) -> None:
+    def _start_from_conversation(self) -> Opening:
         """Measure the messages before the response (what is not cached yet, in one batch) and start from them."""
         messages = self.request.messages
         if not (self.supervise and messages and measures_conversation(self.policy)) or self._hidden_state_scorer():
-            return  # (a state probe reads hidden states: measuring the messages as text would cost a forward pass)
+            return Opening()  # (a state probe reads hidden states: measuring the messages as text costs a forward pass)
         measure = ConversationMeasure(messages, self.scorer, self.policy)
         outcome = self._measure_texts(measure.pending) if measure.pending else []
-        if not isinstance(outcome, ScorerError):  # a failure leaves no prior: the response's own checks fail closed
-            self._instruction = self.core.start_from(measure.state(outcome))
+        if isinstance(outcome, ScorerError):  # a failure leaves no prior: the response's own checks fail closed
+            return Opening()
+        return self.core.start_from(measure.state(outcome))
 
     def _build_prompt(self) -> list[int]:
         request = self.request

@@ -23,6 +23,14 @@ class Checkpoint:
     measured: dict[str, float]
     risk: float
     safe: bool = False
+    #: The text before this was measured (the windows end at the last whole word: the word in progress at
+    #: ``position`` waits for the next checkpoint); None: all of it, up to ``position``.
+    measured_to: int | None = None
+
+    @property
+    def passed_to(self) -> int:
+        """How far a pass of this checkpoint vouches for the response: releases and rollbacks go no further."""
+        return self.position if self.measured_to is None else self.measured_to
 
 
 @dataclass(frozen=True)
@@ -86,10 +94,12 @@ class StateEstimator:
         return next(cp for cp in reversed(self._checkpoints) if cp.safe)
 
     def safe_positions(self) -> list[int]:
-        return [cp.position for cp in self._checkpoints if cp.safe]
+        return [cp.passed_to for cp in self._checkpoints if cp.safe]
 
-    def update(self, position: int, chunk: Assessment, full: Assessment | None = None) -> MoralState:
-        """Add the measurement at ``position``; ``full`` is the whole-response measurement, if taken."""
+    def update(self, position: int, chunk: Assessment, full: Assessment | None = None, *,
+               measured_to: int | None = None) -> MoralState:
+        """Add the measurement at ``position`` (of the text before ``measured_to``, when that is less); ``full``
+        is the whole-response measurement, if taken."""
         measured = per_category(chunk)
         full_measured = per_category(full) if full is not None else None
         if full_measured is not None:
@@ -108,7 +118,8 @@ class StateEstimator:
             forecast[name] = min(1.0, max(0.0, new_level + self.policy.forecast_horizon * new_trend))
         risk = max(measured.values())
         peak = max(previous.peak, risk)
-        checkpoint = Checkpoint(index=len(self._checkpoints), position=position, measured=measured, risk=risk)
+        checkpoint = Checkpoint(index=len(self._checkpoints), position=position, measured=measured, risk=risk,
+                                measured_to=measured_to if measured_to is not None and measured_to < position else None)
         self._checkpoints.append(checkpoint)
         self._filters.append(_FilterState(level=level, trend=trend, peak=peak))
         return MoralState(
@@ -135,7 +146,8 @@ class StateEstimator:
     def mark_safe(self) -> Checkpoint:
         """The controller let the latest checkpoint pass."""
         latest = self._checkpoints[-1]
-        passed = Checkpoint(latest.index, latest.position, latest.measured, latest.risk, safe=True)
+        passed = Checkpoint(latest.index, latest.position, latest.measured, latest.risk, safe=True,
+                            measured_to=latest.measured_to)
         self._checkpoints[-1] = passed
         return passed
 

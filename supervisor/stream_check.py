@@ -13,18 +13,23 @@ feeds it each text delta as it arrives and sends on only what comes back.
     report = check.result                         # events, trace, usage (a GenerationResult)
 
 It cannot regenerate (it does not own the model): an unsafe state stops the stream, and what is sent last is the
-policy's halt message. The same measurement as every engine (windows of a few words and with context, the
+policy's halt message. Given the ``conversation`` the stream answers (chat messages), it measures it first (on the
+first call, or :meth:`StreamCheck.start`): a risky request starts the stream in the watch zone; an unsafe
+conversation under ``conversation_action`` ``refuse`` or ``halt`` stops it before any of its text is shown (the
+refusal or the halt message is what is sent). An ``instruction`` cannot be given to a stream already under way:
+it is measured only. The same measurement as every engine (windows of a few words and with context, the
 estimator, the controller, fail-closed scorer errors), with an async twin of each call (``afeed``, ``aend``). The
 LangChain callback handlers, stream filter and agent middleware are built on it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from supervisor.chunk_drivers import aanswer_checks, answer_checks
+from supervisor.chunk_drivers import aanswer_checks, answer_checks, aopen_conversation, open_conversation
 from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkEngine, Directive
 from supervisor.events import EventObserver, GenerationResult, InterventionEvent
 from supervisor.policy import Policy, as_policy
@@ -36,8 +41,12 @@ HALTED = ("halt", "scorer_error")
 
 
 def observe_only(policy: Policy) -> Policy:
-    """The policy for a stream that cannot be regenerated: an unsafe state goes straight to a halt."""
-    return policy.model_copy(update={"max_rollbacks": 0, "max_reprompts": 0, "holdback_checkpoints": 0})
+    """The policy for a stream that cannot be regenerated: an unsafe state goes straight to a halt (and an unsafe
+    conversation cannot get an instruction: the stream is already under way)."""
+    update: dict[str, Any] = {"max_rollbacks": 0, "max_reprompts": 0, "holdback_checkpoints": 0}
+    if policy.conversation_action == "instruction":
+        update["conversation_action"] = "none"
+    return policy.model_copy(update=update)
 
 
 @dataclass(frozen=True)
@@ -56,36 +65,65 @@ class StreamCheck:
 
     def __init__(self, scorer: str | Scorer | None = None,
                  policy: Policy | str | Path | dict[str, Any] | None = None, *,
-                 on_event: EventObserver | None = None) -> None:
+                 on_event: EventObserver | None = None,
+                 conversation: Sequence[Mapping[str, Any]] | None = None) -> None:
         self.scorer = get_scorer(scorer)
         self.policy = observe_only(as_policy(policy))
         self._session = ChunkEngine(self.policy, max_tokens=UNLIMITED_TOKENS,
-                                     observers=[on_event] if on_event is not None else [])
-        self._session.begin()
+                                     observers=[on_event] if on_event is not None else [],
+                                     conversation=conversation, measured_by=self.scorer)
+        self._opening: Directive | None = None
+
+    # -- starting -----------------------------------------------------------------------------------
+    def start(self) -> Checked:
+        """Measure the conversation (once; the first :meth:`feed` or :meth:`end` does it otherwise). ``stopped``:
+        the stream must not be shown (``text`` is the refusal or the halt message to send instead)."""
+        if self._opening is None:
+            self._begin(open_conversation(self._session, self.scorer))
+        return self._started()
+
+    async def astart(self) -> Checked:
+        """Async twin of :meth:`start`."""
+        if self._opening is None:
+            self._begin(await aopen_conversation(self._session, self.scorer))
+        return self._started()
+
+    def _begin(self, opening: Directive) -> None:
+        self._opening = opening
+        if not opening.done:
+            self._session.begin()
+
+    def _started(self) -> Checked:
+        assert self._opening is not None
+        return self._checked(self._opening) if self._opening.done else Checked(text="", stopped=False, halted=False)
 
     # -- feeding ------------------------------------------------------------------------------------
     def feed(self, text: str) -> Checked:
         """The next delta of the stream; returns what may be shown now."""
+        opening = self.start() if self._opening is None else None
         if self.stopped:
-            return self._checked(Directive(done=True))
+            return opening if opening is not None else self._checked(Directive(done=True))
         return self._checked(answer_checks(self._session, self._session.feed(UpstreamDelta(text=text)), self.scorer))
 
     async def afeed(self, text: str) -> Checked:
         """Async twin of :meth:`feed` (the scorer's ``aassess``)."""
+        opening = await self.astart() if self._opening is None else None
         if self.stopped:
-            return self._checked(Directive(done=True))
+            return opening if opening is not None else self._checked(Directive(done=True))
         return self._checked(await aanswer_checks(self._session, self._session.feed(UpstreamDelta(text=text)), self.scorer))
 
     def end(self) -> Checked:
         """The stream ended: the held-back tail, once checked (the final check of the whole text runs now)."""
+        opening = self.start() if self._opening is None else None
         if self.stopped:
-            return self._checked(Directive(done=True))
+            return opening if opening is not None else self._checked(Directive(done=True))
         return self._checked(answer_checks(self._session, self._session.end(), self.scorer))
 
     async def aend(self) -> Checked:
         """Async twin of :meth:`end`."""
+        opening = await self.astart() if self._opening is None else None
         if self.stopped:
-            return self._checked(Directive(done=True))
+            return opening if opening is not None else self._checked(Directive(done=True))
         return self._checked(await aanswer_checks(self._session, self._session.end(), self.scorer))
 
     def cancel(self) -> None:
@@ -95,6 +133,12 @@ class StreamCheck:
     def _checked(self, step: Directive) -> Checked:
         halted = self.result is not None and self.result.stop_reason in HALTED
         return Checked(text=step.released, stopped=step.done or self.result is not None, halted=halted)
+
+    @property
+    def refused(self) -> bool:
+        """The conversation was answered with a refusal instead of this stream."""
+        return self.result is not None and self.result.conversation is not None and \
+            self.result.conversation.action == "refuse"
 
     # -- what it saw ----------------------------------------------------------------------------------
     @property

@@ -21,7 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -100,6 +100,26 @@ class Reply:
     stall_s: float = 0.0
     #: The error message of a ``status`` reply (what an upstream's validation dump looks like, for instance)
     error_message: str | None = None
+    #: ``pieces`` are the whole answer: stream only what follows the assistant prefix the request carries (the
+    #: checked text a retry resumes from), like a model that goes on from where it was asked to
+    resume: bool = False
+
+    def resumed(self, body: dict[str, Any]) -> Reply:
+        if not self.resume:
+            return self
+        turns = body.get("messages") or body.get("input") or []
+        prefix = next((str(m.get("content", "")) for m in reversed(turns) if isinstance(m, dict)
+                       and m.get("role") == "assistant"), "")
+        whole = "".join(self.pieces)
+        if not prefix or not whole.startswith(prefix):
+            return self
+        rest, pieces, used = whole[len(prefix):], [], 0
+        for piece in self.pieces:
+            used += len(piece)
+            if used > len(prefix):
+                pieces.append(piece[max(0, len(piece) - (used - len(prefix))):])
+        assert "".join(pieces) == rest
+        return replace(self, pieces=pieces, resume=False)
 
 
 class _LoopbackServer(ThreadingHTTPServer):
@@ -163,7 +183,7 @@ class ScriptedOpenAIServer:
                     return
                 with server._lock:
                     server.requests.append({"path": self.path, **body})
-                    reply = server.replies.pop(0) if server.replies else server._default_reply(body)
+                    reply = (server.replies.pop(0) if server.replies else server._default_reply(body)).resumed(body)
                 if reply.status != 200:
                     message = reply.error_message or f"scripted {reply.status}"
                     payload = json.dumps({"error": {"message": message, "type": "test"}}).encode()

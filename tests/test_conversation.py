@@ -66,9 +66,9 @@ def test_each_message_is_measured_once_per_scorer() -> None:
 
 
 def run_chunk(messages: list[dict[str, str]], scorer: BaseScorer, use_async: bool = False,
-              ) -> tuple[str, ScriptedChunkPrimary, object]:
+              policy: Policy | None = None) -> tuple[str, ScriptedChunkPrimary, object]:
     primary = ScriptedChunkPrimary(["A calm and helpful answer about gardens."])
-    engine = chunk_engine(primary, None, Policy(), max_tokens=64, conversation=messages, measured_by=scorer)
+    engine = chunk_engine(primary, None, policy or Policy(), max_tokens=64, conversation=messages, measured_by=scorer)
 
     async def collect() -> str:
         return "".join([t async for t in arun_chunked(engine, primary, None, scorer)])
@@ -87,6 +87,23 @@ def test_an_unsafe_request_is_answered_under_a_safety_instruction_and_says_so() 
         assert result.conversation.zone == "unsafe" and result.conversation.turns[0].flagged  # type: ignore[attr-defined]
         assert text == "A calm and helpful answer about gardens."
         assert scorer.calls[0] == ["insult them, risk 0.9"]  # one batch for the conversation, before the response
+
+
+def test_an_unsafe_conversation_can_get_a_refusal_turn_or_a_halt_without_asking_the_primary() -> None:
+    for action, stop in (("refuse", "stop"), ("halt", "halt")):
+        policy = Policy(conversation_action=action)
+        expected = policy.conversation_refusal if action == "refuse" else policy.halt_message
+        for use_async in (False, True):
+            text, primary, result = run_chunk([{"role": "user", "content": "hurt them, risk 0.9"}], StatedRisk(),
+                                              use_async, policy)
+            assert text == expected and primary.attempts == []  # no upstream request
+            assert result.stop_reason == stop and result.text == text  # type: ignore[attr-defined]
+            assert result.conversation.action == action  # type: ignore[attr-defined]
+            event = result.events[0]  # type: ignore[attr-defined]
+            assert event.kind == "conversation" and ("refusal" if action == "refuse" else "halted") in event.detail
+        benign, primary, result = run_chunk(conversation(0.0, 0.1), StatedRisk(), policy=policy)
+        assert benign == "A calm and helpful answer about gardens." and len(primary.attempts) == 1
+        assert result.conversation.action == "none"  # type: ignore[attr-defined]
 
 
 def test_a_benign_conversation_changes_nothing() -> None:
@@ -114,6 +131,20 @@ def test_a_risky_request_starts_the_local_response_in_the_watch_zone() -> None:
     assert engine.result.events[0].kind == "conversation"
 
 
+def test_the_local_engine_refuses_without_decoding() -> None:
+    from supervisor.sampling import SamplingParams
+    from supervisor.session import LogitEngine, Request
+
+    policy = Policy(steering="off", conversation_action="refuse")
+    request = Request(messages=[{"role": "user", "content": "help me hurt them, risk 0.9"}], prompt=None,
+                      max_tokens=8, sampling=SamplingParams(temperature=0.0))
+    primary = ScriptedPrimary("never decoded")
+    engine = LogitEngine(primary, StatedRisk(), policy, request)
+    assert "".join(engine.run()) == policy.conversation_refusal
+    assert engine.result is not None and engine.result.stop_reason == "stop"
+    assert engine.result.usage.generated_tokens == 0 and engine.result.conversation.action == "refuse"  # type: ignore[union-attr]
+
+
 def test_the_openai_wrapper_sends_the_instruction_to_a_real_server() -> None:
     import openai
     from supervisor.integrations.openai import supervise
@@ -127,6 +158,27 @@ def test_the_openai_wrapper_sends_the_instruction_to_a_real_server() -> None:
         assert reply.supervision.conversation.zone == "unsafe"
         system = upstream.requests[0]["messages"][0]
         assert system["role"] == "system" and Policy().conversation_instruction in system["content"]
+        assert reply.supervision.conversation.action == "instruction"
+
+
+def test_the_openai_wrapper_halts_an_unsafe_conversation_before_any_request() -> None:
+    import openai
+    from supervisor.integrations.openai import supervise
+
+    from tests.openai_servers import Reply, ScriptedOpenAIServer
+
+    policy = Policy(conversation_action="halt")
+    with ScriptedOpenAIServer([Reply(pieces=[" never", " sent"])]) as upstream:
+        client = supervise(openai.OpenAI(base_url=upstream.url, api_key="x", max_retries=0), scorer="lexical",
+                           policy=policy)
+        messages = [{"role": "user", "content": "you stupid fucking idiot, write me an insult"}]
+        reply = client.chat.completions.create(model="scripted", messages=messages)
+        assert reply.choices[0].message.content == policy.halt_message
+        assert reply.choices[0].finish_reason == "content_filter" and upstream.requests == []
+        streamed = client.chat.completions.create(model="scripted", messages=messages, stream=True)
+        chunks = list(streamed)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == policy.halt_message
+        assert upstream.requests == []
 
 
 def test_score_conversation_prints_every_turn_and_the_state() -> None:

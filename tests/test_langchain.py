@@ -82,6 +82,23 @@ def test_async_callback_halts_astream(llama_server_url: str) -> None:
     assert [r.stop_reason for r in handler.results.values()] == ["halt"]
 
 
+def test_callback_stops_an_unsafe_conversation_before_the_model_is_called() -> None:
+    for handler in (SupervisorCallbackHandler(scorer="lexical", policy=Policy(conversation_action="halt")),
+                    AsyncSupervisorCallbackHandler(scorer="lexical", policy=Policy(conversation_action="refuse"))):
+        with ScriptedOpenAIServer([Reply(pieces=[" never", " sent"])]) as upstream:
+            model = chat_openai(upstream.url, streaming=True)  # (the scripted server always streams)
+            hostile = [HumanMessage("you stupid fucking idiot, write me an insult")]
+            with pytest.raises(SupervisorHalt) as stopped:
+                if isinstance(handler, SupervisorCallbackHandler):
+                    model.invoke(hostile, config={"callbacks": [handler]})
+                else:
+                    asyncio.run(model.ainvoke(hostile, config={"callbacks": [handler]}))
+            assert upstream.requests == []  # stopped in on_chat_model_start
+            assert stopped.value.result is not None and stopped.value.result.conversation is not None
+            assert stopped.value.result.conversation.zone == "unsafe"
+            assert model.invoke("Name two planets.", config={"callbacks": [handler]}) is not None
+
+
 # -- the supervised chat model --------------------------------------------------------------------
 def test_supervised_model_rolls_back_real_output_with_logit_bias(llama_server_url: str) -> None:
     events: list[Any] = []

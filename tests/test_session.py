@@ -39,12 +39,13 @@ def test_phrase_split_across_a_checkpoint_is_caught_by_overlapping_windows() -> 
     assert [p.action for p in result.trace].count("rollback") == result.count("rollback")
     assert result.trace[-1].final and all(0 <= p.risk <= 1 for p in result.trace)
 
-    # The same text with windows that do not overlap and no holdback: each half looks harmless,
-    # so the word reaches the user before the final whole-response check can see it.
+    # The same text with windows that do not overlap and no holdback: a window ends where the last whole word does
+    # (the word in progress waits for the next one), so neither half of the word is scored alone and it never
+    # reaches the user.
     disjoint = Policy(checkpoint_every=8, first_checkpoint_tokens=8, window_tokens=8, holdback_checkpoints=0,
                       full_window_every=1000, steering="off", short_window_words=0, release_whole_words=False)
-    _, leaked = run_stream(Supervisor(scorer="lexical", policy=disjoint), ScriptedPrimary(script))
-    assert "bitch" in leaked.text
+    _, caught = run_stream(Supervisor(scorer="lexical", policy=disjoint), ScriptedPrimary(script))
+    assert "bitch" not in caught.text and "bi" not in caught.text.split()
 
 
 def test_harm_that_builds_up_is_caught_by_the_whole_response_window() -> None:

@@ -90,3 +90,35 @@ def test_an_application_loop_over_the_plain_openai_client() -> None:
                 shown += check.end().text
         assert "bullshit" not in shown and "idiot" not in shown and check.result is not None
         assert check.result.stop_reason == "halt" and check.events and check.events[-1].kind == "halt"
+
+
+def test_an_unsafe_conversation_stops_the_stream_before_any_of_it_is_shown() -> None:
+    from supervisor import Policy
+
+    hostile = [{"role": "user", "content": "you stupid fucking idiot, insult my neighbour"}]
+    for action in ("refuse", "halt"):
+        policy = Policy(conversation_action=action)
+        check = StreamCheck(scorer="lexical", policy=policy, conversation=hostile)
+        first = check.feed("Sure, here is")
+        expected = policy.conversation_refusal if action == "refuse" else policy.halt_message
+        assert first.stopped and first.text == expected and first.halted == (action == "halt")
+        assert check.refused == (action == "refuse") and check.result is not None
+        assert check.result.conversation is not None and check.result.conversation.action == action
+        assert check.feed(" more").text == ""  # nothing after the stop
+
+    async def astarted() -> tuple[bool, str]:
+        check = StreamCheck(scorer="lexical", policy=Policy(conversation_action="halt"), conversation=hostile)
+        started = await check.astart()
+        return started.stopped, started.text
+
+    assert asyncio.run(astarted()) == (True, Policy().halt_message)
+
+
+def test_the_default_instruction_cannot_apply_to_a_stream_already_under_way() -> None:
+    hostile = [{"role": "user", "content": "you stupid fucking idiot, insult my neighbour"}]
+    check = StreamCheck(scorer="lexical", conversation=hostile)
+    shown = check.feed("The garden was quiet and green after rain. ").text + check.end().text
+    assert shown == "The garden was quiet and green after rain. "
+    assert check.result is not None and check.result.conversation is not None
+    assert check.result.conversation.zone == "unsafe" and check.result.conversation.action == "none"
+    assert "measured only" in check.result.events[0].detail

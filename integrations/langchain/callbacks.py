@@ -10,6 +10,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import BaseMessage
+from supervisor.integrations.langchain.primary import thread_conversation
 
 from supervisor.errors import SupervisorError
 from supervisor.events import EventObserver, GenerationResult, InterventionEvent
@@ -51,8 +52,15 @@ class _End(Need):
     check: StreamCheck
 
 
-_CHECKS: Handlers = {_Feed: lambda need: need.check.feed(need.text), _End: lambda need: need.check.end()}
-_ACHECKS: Handlers = {_Feed: lambda need: need.check.afeed(need.text), _End: lambda need: need.check.aend()}
+@dataclass(frozen=True)
+class _Start(Need):
+    check: StreamCheck
+
+
+_CHECKS: Handlers = {_Feed: lambda need: need.check.feed(need.text), _End: lambda need: need.check.end(),
+                     _Start: lambda need: need.check.start()}
+_ACHECKS: Handlers = {_Feed: lambda need: need.check.afeed(need.text), _End: lambda need: need.check.aend(),
+                      _Start: lambda need: need.check.astart()}
 
 
 class _RunWatcher:
@@ -68,16 +76,17 @@ class _RunWatcher:
         self._checks: dict[UUID, StreamCheck] = {}
         self._lock = threading.Lock()
 
-    def start(self, run_id: UUID) -> None:
+    def start(self, run_id: UUID, conversation: list[dict[str, Any]] | None = None) -> StreamCheck:
         def record(event: InterventionEvent) -> None:
             with self._lock:
                 self.events.append(event)
             if self.on_event is not None:
                 self.on_event(event)
 
-        check = StreamCheck(self.scorer, self.policy, on_event=record)
+        check = StreamCheck(self.scorer, self.policy, on_event=record, conversation=conversation)
         with self._lock:
             self._checks[run_id] = check
+        return check
 
     def check(self, run_id: UUID) -> StreamCheck | None:
         """The run's check; None once the run is finished (halted runs get no more checks)."""
@@ -105,7 +114,13 @@ class _RunWatcher:
         generations = getattr(response, "generations", None) or []
         return "".join(g.text for batch in generations for g in batch if isinstance(getattr(g, "text", None), str))
 
-    # What a token and the end of a run do, written once for both handlers (supervisor.flows)
+    # What the start, a token and the end of a run do, written once for both handlers (supervisor.flows)
+    def start_flow(self, run_id: UUID, messages: list[list[BaseMessage]]) -> Flow[None]:
+        """A chat model's run: the thread's messages are measured before any token (an unsafe conversation under
+        conversation_action 'refuse' or 'halt' stops the run before the model is called)."""
+        check = self.start(run_id, thread_conversation(messages[0]) if len(messages) == 1 else None)
+        self.after(run_id, check, (yield _Start(check)))
+
     def token_flow(self, run_id: UUID, text: str) -> Flow[None]:
         if (check := self.check(run_id)) is not None:
             self.after(run_id, check, (yield _Feed(check, text)))
@@ -123,7 +138,7 @@ class _RunWatcher:
             return
         self.finish(run_id)
         result = check.result
-        if checked.halted and result is not None:
+        if (checked.halted or check.refused) and result is not None:
             reason = result.events[-1].detail if result.events else result.stop_reason
             raise SupervisorHalt(f"supervisor halted the stream: {reason}", result=result, run_id=run_id)
 
@@ -156,7 +171,7 @@ class SupervisorCallbackHandler(_Watching, BaseCallbackHandler):
 
     def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *,
                             run_id: UUID, **kwargs: Any) -> None:
-        self._watch.start(run_id)
+        finish(self._watch.start_flow(run_id, messages), _CHECKS)
 
     def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any) -> None:
         self._watch.start(run_id)
@@ -180,7 +195,7 @@ class AsyncSupervisorCallbackHandler(_Watching, AsyncCallbackHandler):
 
     async def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *,
                                   run_id: UUID, **kwargs: Any) -> None:
-        self._watch.start(run_id)
+        await afinish(self._watch.start_flow(run_id, messages), _ACHECKS)
 
     async def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID,
                            **kwargs: Any) -> None:

@@ -13,7 +13,12 @@ from langchain_core.language_models.chat_models import BaseChatModel, generate_f
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
-from supervisor.integrations.langchain.primary import LangChainContinuation, LangChainPrimary, LangChainRequest
+from supervisor.integrations.langchain.primary import (
+    LangChainContinuation,
+    LangChainPrimary,
+    LangChainRequest,
+    thread_conversation,
+)
 
 from supervisor.api import Supervisor
 from supervisor.chunk_drivers import arun_chunked, run_chunked
@@ -36,13 +41,6 @@ def _as_messages(messages: Sequence[BaseMessage]) -> list[Message]:
             )
         out.append({"role": role, "content": message.content})  # type: ignore[typeddict-item]
     return out
-
-
-def _conversation(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-    """The thread's messages as the conversation the supervisor measures (role and text of each)."""
-    roles = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
-    return [{"role": roles.get(m.type, m.type), "content": m.text if isinstance(m.text, str) else str(m.text)}
-            for m in messages]
 
 
 def _local_arguments(stop: list[str] | None, kwargs: dict[str, Any]) -> None:
@@ -118,7 +116,7 @@ class SupervisedChatModel(BaseChatModel):
     def _session(self, request: LangChainRequest) -> ChunkEngine:
         assert self._primary is not None
         return chunk_engine(self._primary, request, self._supervisor.policy, max_tokens=UNLIMITED_TOKENS,
-                            observers=self._supervisor.observers, conversation=_conversation(request.messages),
+                            observers=self._supervisor.observers, conversation=thread_conversation(request.messages),
                             measured_by=self._supervisor.scorer)
 
     def _final_chunk(self, result: GenerationResult | None, request: LangChainRequest | None) -> ChatGenerationChunk:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,6 +29,13 @@ class LangChainRequest:
 
 #: LangGraph's ``TAG_NOSTREAM``: a run with this tag is left out of ``stream_mode="messages"``.
 NOSTREAM_TAG = "nostream"
+
+
+def thread_conversation(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """A thread's messages as the conversation the supervisor measures (role and text of each)."""
+    roles = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+    return [{"role": roles.get(m.type, m.type), "content": m.text if isinstance(m.text, str) else str(m.text)}
+            for m in messages]
 
 
 def unstreamed(model: BaseChatModel) -> BaseChatModel:
