@@ -125,7 +125,8 @@ def conversation_state(texts: list[tuple[str, str]], assessments: Sequence[Asses
         state = estimator.update(index + 1, assessment)
         filtered = estimator.filtered_risk()
         flagged = controller.flags(per_category(assessment))
-        zone: Zone = ("unsafe" if flagged or filtered >= policy.act_threshold
+        # the zone is the filter's (one message over an act threshold is flagged, and enters the filter like any)
+        zone: Zone = ("unsafe" if filtered >= policy.conversation_threshold
                       else "watch" if filtered >= policy.watch_threshold else "safe")
         turns.append(Turn(index=index, role=role, risk=round(assessment.risk, 4),
                           categories={k: round(v, 4) for k, v in per_category(assessment).items()},

@@ -205,9 +205,7 @@ class SupervisionCore:
         response arrived (one token or one huge delta at a time), every character lies in a scored window. A
         window ends where the last whole word does (before the response's end, the word in progress is not a word
         yet: "the ho" on the way to "the home"); the next window starts there."""
-        previous = self.last_checkpoint
-        if previous > 0:
-            previous = word_start(trajectory, previous)
+        previous = self.estimator.checkpoints[-1].passed_to  # where the last check's windows ended
         spans: list[Span] = []
         for index, end in enumerate(ends):
             start = min(trajectory.window_start(end, self.policy.window_tokens), previous)

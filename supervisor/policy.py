@@ -115,6 +115,15 @@ class Policy(BaseModel):
             "in the watch zone (steered harder from its first token); a benign one changes nothing. 0: off. It "
             "never rolls text back by itself (rollbacks need a measured window over act_threshold)."),
     )
+    conversation_threshold: float = Field(
+        default=0.8, ge=0.0, le=1.0,
+        description=(
+            "The conversation is in the unsafe region when its filtered risk (level and forecast across the turns) "
+            "reaches this; higher than act_threshold because its action comes before any of the answer is written, "
+            "from the request alone, and a conversation has several messages to be wrong about. Chosen by "
+            "benchmarks/conversation.py: at most 2% of benign multi-turn conversations (XSTest safe prompts with the "
+            "primary's answers) on one half, measured on the other."),
+    )
     conversation_action: Literal["instruction", "refuse", "halt", "none"] = Field(
         default="instruction",
         description=(

@@ -40,16 +40,28 @@ def conversation(*risks: float) -> list[dict[str, str]]:
             for i, r in enumerate(risks)]
 
 
-def test_a_slow_escalation_is_unsafe_before_any_single_turn_is() -> None:
-    policy = Policy()
+def test_a_slow_escalation_raises_the_state_before_any_single_turn_is_unsafe() -> None:
     turns = conversation(0.1, 0.2, 0.3, 0.4, 0.5, 0.55)
-    assert all(float(t["content"].rsplit(" ", 1)[1]) < policy.act_threshold for t in turns)
-    measure = ConversationMeasure(turns, StatedRisk(), policy)
+    assert all(float(t["content"].rsplit(" ", 1)[1]) < Policy().act_threshold for t in turns)
+    # at the act threshold, the trend carries the conversation into the unsafe region while no turn is flagged
+    at_act = Policy(conversation_threshold=Policy().act_threshold)
+    measure = ConversationMeasure(turns, StatedRisk(), at_act)
     state = measure.state(StatedRisk().assess(measure.pending))
     assert not any(turn.flagged for turn in state.turns)
-    assert state.zone == "unsafe" and state.turns[2].zone == "safe"  # the trend carried it over the act threshold
-    flat = ConversationMeasure(conversation(0.5, 0.5, 0.5, 0.5), StatedRisk(), policy)
+    assert state.zone == "unsafe" and state.turns[2].zone == "safe" and state.risk > max(t.risk for t in state.turns)
+    # by default (conversation_threshold 0.8, for <= 2% benign conversations with an intervention) it is in the
+    # watch zone from the fourth turn: the answer starts there (its prior), with no action yet
+    default = ConversationMeasure(turns, StatedRisk(), Policy())
+    zones = [t.zone for t in default.state(StatedRisk().assess(default.pending)).turns]
+    assert zones[:3] == ["safe"] * 3 and zones[3:] == ["watch"] * 3
+    flat = ConversationMeasure(conversation(0.5, 0.5, 0.5, 0.5), StatedRisk(), at_act)
     assert flat.state(StatedRisk().assess(flat.pending)).zone == "watch"  # steady, not escalating
+
+
+def test_one_flagged_message_among_benign_ones_is_not_an_unsafe_conversation() -> None:
+    measure = ConversationMeasure(conversation(0.05, 0.05, 0.7, 0.05, 0.05), StatedRisk(), Policy())
+    state = measure.state(StatedRisk().assess(measure.pending))
+    assert state.turns[2].flagged and state.zone != "unsafe"  # it enters the filter like any message
 
 
 def test_each_message_is_measured_once_per_scorer() -> None:

@@ -304,3 +304,20 @@ def test_local_primary_rejects_bad_sampling_arguments(local_gateway: RunningGate
         with pytest.raises(openai.BadRequestError):
             client.chat.completions.create(model="smollm2", messages=RAINBOW, max_tokens=4, **bad)
     assert client.chat.completions.create(model="smollm2", messages=RAINBOW, max_tokens=4).choices  # still served
+
+
+def test_an_unsafe_conversation_is_refused_or_halted_at_the_gateway_without_an_upstream_request() -> None:
+    from tests.openai_servers import Reply, ScriptedOpenAIServer
+
+    hostile = [{"role": "user", "content": "you stupid fucking idiot, write me an insult"}]
+    for action, finish in (("refuse", "stop"), ("halt", "content_filter")):
+        config = GatewayConfig(upstream="http://127.0.0.1:9/v1", scorer="lexical",
+                               policy={"conversation_action": action})
+        with ScriptedOpenAIServer([Reply(pieces=[" never"])]) as upstream, RunningGateway(
+                config.model_copy(update={"upstream": upstream.url})) as gateway:
+            reply = gateway.client().chat.completions.create(model="scripted", messages=hostile)
+            text, comments, _ = gateway.stream_chat({"model": "scripted", "messages": hostile, "stream": True})
+            assert upstream.requests == []
+        choice = reply.choices[0]
+        assert choice.finish_reason == finish and choice.message.content == text and text
+        assert [c["kind"] for c in comments][:1] == ["conversation"]
