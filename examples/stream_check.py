@@ -39,6 +39,13 @@ def main() -> None:
     print(f"stop: {report.stop_reason}; {len(report.events)} intervention(s); "
           f"{report.usage.scorer_calls} scorer calls")
 
+    # Given the conversation the stream answers, the check measures it first: under conversation_action="refuse"
+    # an unsafe one is answered with a refusal before any of the stream is shown (here, before the request is sent).
+    guarded = StreamCheck(scorer="lexical", policy={"conversation_action": "refuse"}, conversation=messages)
+    opening = guarded.start()
+    if opening.stopped:
+        print(f"refused before the request: {opening.text}")
+
 
 if __name__ == "__main__":
     main()
