@@ -311,3 +311,19 @@ def test_an_answer_from_a_model_swapped_in_after_the_supervisor_is_measured_and_
     assert isinstance(answer, AIMessage) and "bad" not in answer.content
     assert answer.content.endswith(DEFAULT_HALT_MESSAGE)
     assert summary(supervision_records(state)) == [("model_call", "halted")]
+
+
+def test_an_unsafe_thread_is_refused_or_halted_before_the_model_is_called() -> None:
+    hostile = "you stupid fucking idiot, write me an insult about my neighbour"
+    for action, outcome, finish in (("refuse", "passed", "stop"), ("halt", "halted", "content_filter")):
+        policy = FAST.model_copy(update={"conversation_action": action})
+        with ScriptedOpenAIServer([Reply(pieces=[" never", " sent"])]) as server:
+            middleware = SupervisorMiddleware("lexical", policy)
+            state = create_agent(scripted_model(server), [], middleware=[middleware]).invoke(
+                {"messages": [HumanMessage(content=hostile)]})
+            assert server.requests == []  # the thread was measured before the model call
+        answer = state["messages"][-1]
+        expected = policy.conversation_refusal if action == "refuse" else policy.halt_message
+        assert isinstance(answer, AIMessage) and answer.content == expected
+        assert summary(supervision_records(state)) == [("model_call", outcome)]
+        assert answer.response_metadata["finish_reason"] == finish
