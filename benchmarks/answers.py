@@ -3,6 +3,9 @@ unsafe and truly unsafe contrasts (``../shared/data/xstest``), each answered by 
 turn). The benchmarks that need what the primary writes for a labelled request read them from here.
 
     python benchmarks/answers.py          # writes benchmarks/results/xstest_answers.jsonl (a few minutes)
+
+The cached file holds the XSTest prompts (Röttger et al. 2024, github paul-rottger/exaggerated-safety, CC-BY-4.0)
+with their labels, and SmolLM2-135M-Instruct's answers (Apache-2.0 model; the answers are generated here).
 """
 
 from __future__ import annotations
