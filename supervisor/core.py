@@ -186,6 +186,8 @@ class SupervisionCore:
         elif not ends:
             return None
         position = ends[-1]
+        if not final and self._only_a_word_in_progress(trajectory, position):
+            return None  # "ho" on the way to "home": measured once it is a word
         self.checkpoint_count += 1
         spans = self._window_spans(trajectory, ends, final)
         context = len(spans)
@@ -210,15 +212,24 @@ class SupervisionCore:
         for index, end in enumerate(ends):
             start = min(trajectory.window_start(end, self.policy.window_tokens), previous)
             stop = end if final and index == len(ends) - 1 else self._whole_words_end(trajectory, start, end)
-            spans.append((start, stop))
-            previous = stop
+            if stop > start or index == len(ends) - 1:  # (no word ended in it yet: a later window covers it)
+                spans.append((start, stop))
+                previous = stop
         return spans
+
+    def _only_a_word_in_progress(self, trajectory: Trajectory, position: int) -> bool:
+        """Since what the last check measured, only one word has begun and it has not ended (nor grown to a window
+        of text without spaces)."""
+        measured = self.estimator.checkpoints[-1].passed_to
+        whole = word_start(trajectory, position, floor=measured)
+        return not trajectory.text(measured, whole).strip() and \
+            trajectory.tokens_at(position) - trajectory.tokens_at(measured) < self._unspaced_tokens()
 
     def _whole_words_end(self, trajectory: Trajectory, start: int, end: int) -> int:
         """``end``, or the start of the word in progress there (``end`` itself when no word boundary comes)."""
         stop = word_start(trajectory, end, floor=start)
-        if stop <= start or trajectory.tokens_at(end) - trajectory.tokens_at(stop) >= self._unspaced_tokens():
-            return end
+        if trajectory.tokens_at(end) - trajectory.tokens_at(stop) >= self._unspaced_tokens():
+            return end  # no word boundary comes (Chinese, a long URL): measure what there is
         return stop
 
     def _short_spans(self, trajectory: Trajectory, position: int, final: bool) -> list[Span]:

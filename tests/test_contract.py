@@ -101,7 +101,9 @@ def run(engine: str, script: str, scorer: Scorer, policy: Policy, *, fallback: s
 def test_cadence_starts_short_and_grows_to_checkpoint_every(engine: str) -> None:
     policy = Policy(checkpoint_every=8, first_checkpoint_tokens=2, window_tokens=16)
     _, result, _ = run(engine, SAFE, ConstantScorer(0.0), policy)
-    assert [p.position for p in result.trace] == [2, 6, 14, 22, 30, 38, 46, len(SAFE)]
+    # the first checkpoint, due at 2 ("th"), waits for its word to end ("the "): only a word in progress is never
+    # measured (see test_stream_check: "ho" + "me"); the gap then doubles from there
+    assert [p.position for p in result.trace] == [4, 8, 16, 24, 32, 40, len(SAFE)]
     assert result.trace[-1].final and result.text == SAFE and result.stop_reason == "stop"
 
 
@@ -117,10 +119,10 @@ def test_text_is_released_only_behind_passed_checkpoints(engine: str, lag: int) 
     released = 0
     for delta, made in zip(deltas[:-1], calls):
         released += len(delta)
-        if made < len(result.trace):  # not the final check: up to where that checkpoint's windows measured (the
-            # last whole word then: the word in progress waits for the next checkpoint)
+        if made < len(result.trace):  # not the final check: up to where that checkpoint's windows measured (its
+            # last whole word: a check comes once the word at its position has ended)
             checked = result.trace[made - 1 - lag].position
-            assert released == _word_start_before(SAFE[:checked], checked)
+            assert released == _word_start_before(SAFE, checked)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -133,7 +135,9 @@ def test_watch_zone_is_entered_once_and_scores_the_whole_response_at_every_check
     assert result.events[0].position == 4
     checks = [texts for texts in scorer.calls if texts[-1] in SAFE and SAFE.startswith(texts[-1])]
     after_first = [texts for texts in checks[1:] if len(texts[-1]) > policy.window_tokens]
-    assert after_first and all(len(texts) == 2 for texts in after_first)
+    # every check after the first: its window(s) (two when the check before waited for a word to end) and, last,
+    # the whole response so far
+    assert after_first and all(len(texts) >= 2 and len(texts) <= 3 for texts in after_first)
     assert result.text == SAFE
 
 
@@ -142,7 +146,8 @@ def test_whole_response_is_scored_at_the_policy_cadence(engine: str) -> None:
     scorer = KeywordScorer()
     policy = Policy(checkpoint_every=4, first_checkpoint_tokens=4, window_tokens=8, full_window_every=3, **ONE_SCALE)
     run(engine, SAFE, scorer, policy)
-    whole = [i + 1 for i, texts in enumerate(scorer.calls) if len(texts) == 2]
+    whole = [i + 1 for i, texts in enumerate(scorer.calls)
+             if len(texts) >= 2 and SAFE.startswith(texts[-1]) and len(texts[-1]) > policy.window_tokens]
     assert whole[:3] == [3, 6, 9]
 
 
@@ -243,7 +248,7 @@ def test_text_is_released_at_word_starts_behind_passed_checkpoints(engine: str, 
         if made < len(result.trace):  # released when the check at trace[made - 1] passed: up to where the lagged
             # checkpoint's windows measured (the last whole word then)
             checked = result.trace[made - 1 - lag].position
-            assert released == _word_start_before(SAFE[:checked], checked)
+            assert released == _word_start_before(SAFE, checked)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -40,7 +40,7 @@ def test_generation_measures_from_hidden_states_without_extra_forward(tiny_model
     probe = StateProbeScorer(primary, probe_file)
     assert primary.probe_layer == probe.layer
     # measure only: no rerank (no forecast into the watch zone either), no rollback
-    policy = Policy(watch_threshold=0.999, act_threshold=0.999, forecast_horizon=0.0)
+    policy = Policy(watch_threshold=1.0, act_threshold=1.0, forecast_horizon=0.0)
     with recorded_forward_shapes(primary.model) as shapes:
         result = Supervisor(scorer=probe, policy=policy).generate(
             primary, [{"role": "user", "content": "hello there"}], max_tokens=30, seed=0, temperature=1.0)
