@@ -84,7 +84,7 @@ class Check:
     final: bool
     context: int
     covered: int  # releases go no further: the end of the last short window (the position without them)
-    measured_to: int = 0  # the end of the last window with context (the word in progress at position waits)
+    measured_to: int  # the end of the last window with context (the word in progress at position waits)
 
     @property
     def whole(self) -> bool:
@@ -161,7 +161,7 @@ class SupervisionCore:
 
     @property
     def last_checkpoint(self) -> int:
-        return self.estimator.checkpoints[-1].position
+        return self.estimator.latest.position
 
     def steering_gain(self) -> float:
         """The continuous steering's gain now, from the filtered state (the controller's law)."""
@@ -207,7 +207,7 @@ class SupervisionCore:
         response arrived (one token or one huge delta at a time), every character lies in a scored window. A
         window ends where the last whole word does (before the response's end, the word in progress is not a word
         yet: "the ho" on the way to "the home"); the next window starts there."""
-        previous = self.estimator.checkpoints[-1].passed_to  # where the last check's windows ended
+        previous = self.estimator.latest.passed_to  # where the last check's windows ended
         spans: list[Span] = []
         for index, end in enumerate(ends):
             start = min(trajectory.window_start(end, self.policy.window_tokens), previous)
@@ -220,7 +220,7 @@ class SupervisionCore:
     def _only_a_word_in_progress(self, trajectory: Trajectory, position: int) -> bool:
         """Since what the last check measured, only one word has begun and it has not ended (nor grown to a window
         of text without spaces)."""
-        measured = self.estimator.checkpoints[-1].passed_to
+        measured = self.estimator.latest.passed_to
         whole = word_start(trajectory, position, floor=measured)
         return not trajectory.text(measured, whole).strip() and \
             trajectory.tokens_at(position) - trajectory.tokens_at(measured) < self._unspaced_tokens()

@@ -90,6 +90,11 @@ class StateEstimator:
         return list(self._checkpoints)
 
     @property
+    def latest(self) -> Checkpoint:
+        """The last checkpoint (without copying the list: asked for at every step)."""
+        return self._checkpoints[-1]
+
+    @property
     def last_safe(self) -> Checkpoint:
         return next(cp for cp in reversed(self._checkpoints) if cp.safe)
 
