@@ -101,30 +101,37 @@ class StreamCheck:
     def feed(self, text: str) -> Checked:
         """The next delta of the stream; returns what may be shown now."""
         opening = self.start() if self._opening is None else None
-        if self.stopped:
-            return opening if opening is not None else self._checked(Directive(done=True))
+        if (over := self._over(opening)) is not None:
+            return over
         return self._checked(answer_checks(self._session, self._session.feed(UpstreamDelta(text=text)), self.scorer))
 
     async def afeed(self, text: str) -> Checked:
         """Async twin of :meth:`feed` (the scorer's ``aassess``)."""
         opening = await self.astart() if self._opening is None else None
-        if self.stopped:
-            return opening if opening is not None else self._checked(Directive(done=True))
+        if (over := self._over(opening)) is not None:
+            return over
         return self._checked(await aanswer_checks(self._session, self._session.feed(UpstreamDelta(text=text)), self.scorer))
 
     def end(self) -> Checked:
         """The stream ended: the held-back tail, once checked (the final check of the whole text runs now)."""
         opening = self.start() if self._opening is None else None
-        if self.stopped:
-            return opening if opening is not None else self._checked(Directive(done=True))
+        if (over := self._over(opening)) is not None:
+            return over
         return self._checked(answer_checks(self._session, self._session.end(), self.scorer))
 
     async def aend(self) -> Checked:
         """Async twin of :meth:`end`."""
         opening = await self.astart() if self._opening is None else None
-        if self.stopped:
-            return opening if opening is not None else self._checked(Directive(done=True))
+        if (over := self._over(opening)) is not None:
+            return over
         return self._checked(await aanswer_checks(self._session, self._session.end(), self.scorer))
+
+    def _over(self, opening: Checked | None) -> Checked | None:
+        """What a feed or end answers once the check is over: the opening that just ended it (a refusal or halt of
+        the conversation), else nothing more; ``None`` while it goes on."""
+        if not self.stopped:
+            return None
+        return opening if opening is not None else self._checked(Directive(done=True))
 
     def cancel(self) -> None:
         """The stream was abandoned: the report is finished as cancelled (nothing more is released)."""
