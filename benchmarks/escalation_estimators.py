@@ -11,13 +11,13 @@ that accumulates, the classic change detector), and CUSUM over every message.
 
     python benchmarks/escalation_estimators.py --scorer embedding
 
-Prints one JSON line per estimator: for each budget [benign share, by first harmful, before harmful, flagged].
+Prints a table (for each budget: benign share, by first harmful, before harmful, flagged) and writes
+benchmarks/results/escalation_estimators.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.conversation import ESCALATION_BINS, HARMFUL, benign_conversations, escalations, measure  # noqa: E402
+from benchmarks.report import publish  # noqa: E402
 from supervisor.assessment import Assessment  # noqa: E402
 from supervisor.policy import Policy  # noqa: E402
 from supervisor.scorers import get_scorer  # noqa: E402
@@ -59,6 +60,7 @@ def main() -> int:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
     parser.add_argument("--scorer", default="embedding")
     parser.add_argument("--limit", type=int, default=300)
+    parser.add_argument("--out", default="benchmarks/results/escalation_estimators.json")
     args = parser.parse_args()
     data, policy, scorer = Path(args.data), Policy(), get_scorer(args.scorer)
     harmful = next(i for i, (low, _) in enumerate(ESCALATION_BINS) if low >= HARMFUL)
@@ -76,6 +78,7 @@ def main() -> int:
     def at_users(turns: list[Any], values: list[float]) -> list[float]:
         return [v for t, v in zip(turns, values) if t.role == "user"]  # what each request's answer would see
 
+    table = []
     for name, method in methods.items():
         benign_peaks = sorted((max(at_users(ts, method(ts))) for ts in benign), reverse=True)
         seen = [at_users(ts, method(ts)) for ts in rising]
@@ -87,7 +90,13 @@ def main() -> int:
                                  round(sum(h is not None and h <= harmful for h in hits) / len(hits), 3),
                                  round(sum(h is not None and h < harmful for h in hits) / len(hits), 3),
                                  round(sum(h is not None for h in hits) / len(hits), 3)]
-        print(json.dumps(row))
+        table.append(row)
+    lines = [f"Escalations flagged by their first harmful user turn, {args.scorer} scorer, at matched benign budgets "
+             "(each cell: benign share / by first harmful / before harmful / flagged)", "",
+             "| estimator | at 2% | at 5% | at 10% |", "|---|---|---|---|"]
+    lines += [f"| {r['method']} | " + " | ".join(" / ".join(f"{v:.3f}" for v in r[f"@{b}"]) for b in (0.02, 0.05, 0.1)) + " |"
+              for r in table]
+    publish(lines, args.out, {"settings": vars(args), "table": table})
     return 0
 
 
