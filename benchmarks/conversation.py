@@ -24,7 +24,9 @@ Two more measurements, on data no scorer was trained or calibrated on:
   of three in a seeded shuffle); an intervention is a prefix ending in a user turn whose state is unsafe (the
   conversation action would fire on that answer). Skipped with --no-generate. The same sets choose
   ``Policy.conversation_threshold``: the lowest candidate with at most 2% of benign conversations with an
-  intervention on one half (by a hash of the first prompt), measured on the other, with what the escalations get.
+  intervention on one half of the prompts, measured on the other (two-fold: each half chooses once), with what the
+  other half of the escalations gets; per method of deciding the unsafe region (the filtered state, the riskiest
+  message so far, either, the requests' accumulated evidence at several allowances).
 
     python benchmarks/conversation.py --scorers lexical,embedding --limit 400
 
@@ -174,23 +176,33 @@ def run_escalation(name: str, dialogues: list[list[dict[str, str]]], policy: Pol
             "flagged_earlier": round(sum(e > 0 for e in earlier) / len(earlier), 3)}
 
 
-def benign_conversations(data: Path, per_conversation: int, seed: int) -> list[list[dict[str, str]]]:
+def benign_half(prompt: str) -> int:
+    """The half (0 chooses, 1 measures) of an XSTest prompt: by a salted hash, so that XSTest's calibration split
+    (a bucket of the unsalted one) does not fall on one half only."""
+    return hash_bucket("conversation-half:" + prompt, 2)
+
+
+def benign_conversations(data: Path, per_conversation: int, seed: int, half: int | None = None,
+                         shuffles: int = 1) -> list[list[dict[str, str]]]:
     """XSTest safe prompts outside the calibration split (no scorer trains on XSTest; thresholds were calibrated on
     that split), each with the embedded primary's answer (``benchmarks/answers.py``, cached), ``per_conversation``
-    to a conversation: every run of that many consecutive pairs of a seeded shuffle."""
+    to a conversation: every run of that many consecutive pairs of a seeded shuffle, for ``shuffles`` shuffles.
+    ``half``: only the prompts of that :func:`benign_half`, so that the two halves share no prompt."""
     import random
 
     from benchmarks.answers import xstest_answers
 
-    rows = [r for r in xstest_answers(data) if r["label"] == "safe" and split_of(r["prompt"]) != "calibration"]
-    random.Random(seed).shuffle(rows)
+    rows = [r for r in xstest_answers(data) if r["label"] == "safe" and split_of(r["prompt"]) != "calibration"
+            and (half is None or benign_half(r["prompt"]) == half)]
     conversations = []
-    for start in range(0, len(rows) - per_conversation + 1):
-        messages: list[dict[str, str]] = []
-        for row in rows[start:start + per_conversation]:
-            messages += [{"role": "user", "content": row["prompt"]},
-                         {"role": "assistant", "content": row["answer"].strip() or "..."}]
-        conversations.append(messages)
+    for shuffle in range(shuffles):
+        random.Random(seed + shuffle).shuffle(rows)
+        for start in range(0, len(rows) - per_conversation + 1):
+            messages: list[dict[str, str]] = []
+            for row in rows[start:start + per_conversation]:
+                messages += [{"role": "user", "content": row["prompt"]},
+                             {"role": "assistant", "content": row["answer"].strip() or "..."}]
+            conversations.append(messages)
     return conversations
 
 
@@ -211,39 +223,73 @@ def run_benign(name: str, conversations: list[list[dict[str, str]]], policy: Pol
 
 
 THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+EVIDENCE_THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(27))  # 0.3 .. 1.6
+ALLOWANCES = (0.1, 0.15, 0.2, 0.25, 0.3)
 
 
-def threshold_curve(name: str, conversations: list[list[dict[str, str]]], dialogues: list[list[dict[str, str]]],
-                    policy: Policy, budget: float = 0.02) -> dict[str, Any]:
-    """Policy.conversation_threshold: for each candidate, the share of benign conversations with an intervention
-    on each half (split by a hash of the first prompt) and what the escalations get; the pick is the lowest
-    threshold within ``budget`` on the first half, its false interventions measured on the second."""
+def evidence(turns: list[Any], allowance: float) -> list[float]:
+    """The requests' accumulated evidence after each message: CUSUM over the user's turns (``max(0, evidence + risk -
+    allowance)``), the classic change detector; measured against the shipped rule, not shipped."""
+    value, out = 0.0, []
+    for turn in turns:
+        if turn.role == "user":
+            value = max(0.0, value + turn.risk - allowance)
+        out.append(value)
+    return out
+
+
+def peak_so_far(turns: list[Any]) -> list[float]:
+    """The riskiest message so far, after each message (per-turn scoring, held for the rest of the conversation)."""
+    return [max(t.risk for t in turns[:i + 1]) for i in range(len(turns))]
+
+
+def threshold_curve(name: str, halves: tuple[list[list[dict[str, str]]], list[list[dict[str, str]]]],
+                    dialogues: list[list[dict[str, str]]], policy: Policy, budget: float = 0.02) -> dict[str, Any]:
+    """Policy.conversation_threshold and conversation_allowance, for each method of deciding the unsafe region:
+    the share of benign conversations with an intervention on each half (``halves``: built from disjoint halves of
+    the prompts) and what the escalations get on each half (even and odd dialogues). Per method, the pick is the lowest threshold
+    within ``budget`` on the first benign half; among the allowances, the one whose pick flags most of the first
+    escalation half by its first harmful turn. The second halves measure the picks."""
     scorer = get_scorer(name)
     harmful = next(i for i, (low, _) in enumerate(ESCALATION_BINS) if low >= HARMFUL)
-    methods: dict[str, Any] = {  # what a request's answer would see: the state, or the riskiest message so far
-        "state": lambda turns: turns[-1].state_risk, "per_turn": lambda turns: max(t.risk for t in turns),
-        "state_or_latest": lambda turns: max(turns[-1].state_risk, turns[-1].risk)}
-    result: dict[str, Any] = {"scorer": name}
-    for method, value in methods.items():
-        benign = [(hash_bucket(m[0]["content"], 2) == 0,
-                   max(value(measure(scorer, m[:end + 1], policy).turns)
-                       for end, message in enumerate(m) if message["role"] == "user")) for m in conversations]
-        rising = []
-        for m in dialogues:
-            turns = measure(scorer, m, policy).turns
-            rising.append([value(turns[:end + 1]) for end, turn in enumerate(turns) if turn.role == "user"])
+    methods: dict[str, tuple[Any, tuple[float, ...]]] = {  # what each request's answer sees, after each message
+        "filtered state": (lambda turns: [t.state_risk for t in turns], THRESHOLDS),
+        "per turn": (lambda turns: peak_so_far(turns), THRESHOLDS),
+        "state or peak": (lambda turns: [max(t.state_risk, p) for t, p in zip(turns, peak_so_far(turns))], THRESHOLDS),
+        **{f"evidence k={k}": ((lambda turns, k=k: evidence(turns, k)), EVIDENCE_THRESHOLDS) for k in ALLOWANCES}}
+    benign_turns = [(half == 0, measure(scorer, m, policy).turns) for half, side in enumerate(halves) for m in side]
+    rising_turns = [(i % 2 == 0, measure(scorer, m, policy).turns) for i, m in enumerate(dialogues)]
+
+    def at_users(turns: list[Any], values: list[float]) -> list[float]:
+        return [v for t, v in zip(turns, values) if t.role == "user"]
+
+    result: dict[str, Any] = {"scorer": name, "budget": budget}
+    for method, (value, thresholds) in methods.items():
+        benign = [(half, max(at_users(turns, value(turns)))) for half, turns in benign_turns]
+        rising = [(half, at_users(turns, value(turns))) for half, turns in rising_turns]
         curve = []
-        for threshold in THRESHOLDS:
-            first = [next((i for i, risk in enumerate(r) if risk >= threshold), None) for r in rising]
-            halves = [[risk for in_first, risk in benign if in_first == half] for half in (True, False)]
-            curve.append({
-                "threshold": threshold,
-                "benign_first_half": round(sum(r >= threshold for r in halves[0]) / max(len(halves[0]), 1), 3),
-                "benign_second_half": round(sum(r >= threshold for r in halves[1]) / max(len(halves[1]), 1), 3),
-                "escalations_flagged": round(sum(f is not None for f in first) / len(first), 3),
-                "by_first_harmful": round(sum(f is not None and f <= harmful for f in first) / len(first), 3)})
-        result[method] = {"curve": curve,
-                          "pick": next((c for c in curve if c["benign_first_half"] <= budget), curve[-1])}
+        for threshold in thresholds:
+            row: dict[str, Any] = {"threshold": threshold}
+            for label, half in (("first", True), ("second", False)):
+                peaks = [peak for in_half, peak in benign if in_half == half]
+                first = [next((i for i, v in enumerate(values) if v >= threshold), None)
+                         for in_half, values in rising if in_half == half]
+                row[f"benign_{label}_half"] = round(sum(p >= threshold for p in peaks) / max(len(peaks), 1), 3)
+                row[f"escalations_flagged_{label}_half"] = round(sum(f is not None for f in first) / len(first), 3)
+                row[f"by_first_harmful_{label}_half"] = round(
+                    sum(f is not None and f <= harmful for f in first) / len(first), 3)
+            curve.append(row)
+        # two-fold: each half of the benign prompts chooses the threshold (the escalations of the same half say what
+        # it catches), the other half measures it; the mean of both folds compares methods without a lucky half
+        folds = []
+        for choose, held in (("first", "second"), ("second", "first")):
+            pick = next((c for c in curve if c[f"benign_{choose}_half"] <= budget), curve[-1])
+            folds.append({"threshold": pick["threshold"], "benign_held_out": pick[f"benign_{held}_half"],
+                          "by_first_harmful_held_out": pick[f"by_first_harmful_{held}_half"],
+                          "flagged_held_out": pick[f"escalations_flagged_{held}_half"]})
+        result[method] = {"curve": curve, "pick": next((c for c in curve if c["benign_first_half"] <= budget), curve[-1]),
+                          "folds": folds, **{f"mean_{key}": round(sum(f[key] for f in folds) / 2, 3)
+                                             for key in ("benign_held_out", "by_first_harmful_held_out")}}
     return result
 
 
@@ -255,6 +301,7 @@ def main() -> int:
     parser.add_argument("--escalations", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-generate", action="store_true", help="skip the benign multi-turn part")
+    parser.add_argument("--shuffles", type=int, default=5, help="benign conversations: shuffles of each half's prompts")
     parser.add_argument("--out", default="benchmarks/results/conversation.json")
     args = parser.parse_args()
     data, names = Path(args.data), [name for name in args.scorers.split(",") if name]
@@ -262,9 +309,10 @@ def main() -> int:
     table = [run(name, rows, Policy()) for name in names]
     dialogues = escalations(data, args.escalations, args.seed)
     escalation = [run_escalation(name, dialogues, Policy()) for name in names]
-    conversations = [] if args.no_generate else benign_conversations(data, 3, args.seed)
-    benign = [run_benign(name, conversations, Policy()) for name in names] if conversations else []
-    curves = [threshold_curve(name, conversations, dialogues, Policy()) for name in names] if conversations else []
+    halves = ([], []) if args.no_generate else tuple(  # type: ignore[assignment]
+        benign_conversations(data, 3, args.seed, half, args.shuffles) for half in (0, 1))
+    benign = [run_benign(name, halves[1], Policy()) for name in names] if halves[1] else []
+    curves = [threshold_curve(name, halves, dialogues, Policy()) for name in names] if halves[1] else []
     lines = [f"HH-RLHF harmless-base test, {len(rows)} pairs (rejected vs chosen), pairwise AUROC", "",
              "| scorer | last turn | conversation state | peak turn | rejected not safe | chosen not safe | cold ms | "
              "warm ms |", "|---|---|---|---|---|---|---|---|"]
@@ -283,21 +331,27 @@ def main() -> int:
                          f"{m['before_harmful']:.1%} | {m['by_first_harmful']:.1%} | "
                          f"{t['turns_earlier_mean'] if method != 'per_turn' else ''} |")
     if benign:
-        lines += ["", f"Benign multi-turn: {benign[0]['conversations']} conversations of XSTest safe prompts "
-                  f"(outside the calibration split) with SmolLM2's answers, three pairs each", "",
+        lines += ["", f"Benign multi-turn, the held-out half: {benign[0]['conversations']} conversations of XSTest safe "
+                  f"prompts (outside the calibration split, none of the half that chose the thresholds) with SmolLM2's "
+                  f"answers, three pairs each, at the default policy", "",
                   "| scorer | conversations with an intervention | requests with one | watch zone only |",
                   "|---|---|---|---|"]
         lines += [f"| {t['scorer']} | {t['with_intervention']:.1%} | {t['requests_with_intervention']:.1%} | "
                   f"{t['watch_only']:.1%} |" for t in benign]
     for curve in curves:
-        lines += ["", f"A threshold for {curve['scorer']}: on the conversation state (conversation_threshold) or on the "
-                  "riskiest message so far (per turn); benign: the first half picks (<= 2%), the second measures", "",
-                  "| method | threshold | benign, first half | benign, second half | escalations flagged | by the first "
-                  "harmful turn |", "|---|---|---|---|---|---|"]
-        for method in ("state", "per_turn", "state_or_latest"):
-            lines += [f"| {method.replace('_', ' ')}{' (picked)' if c == curve[method]['pick'] else ''} | "
-                      f"{c['threshold']} | {c['benign_first_half']:.1%} | {c['benign_second_half']:.1%} | "
-                      f"{c['escalations_flagged']:.1%} | {c['by_first_harmful']:.1%} |" for c in curve[method]["curve"]]
+        lines += ["", f"The unsafe region for {curve['scorer']}, two-fold: each half of the benign prompts picks the lowest "
+                  "threshold with <= 2% of its conversations with an intervention, the other half (and the other half of "
+                  "the escalations) measures it", "",
+                  "| method | thresholds (picked on half 1 / half 2) | benign held out, fold 1 / fold 2 | mean | escalations "
+                  "by the first harmful turn, held out, fold 1 / fold 2 | mean |", "|---|---|---|---|---|---|"]
+        for method, entry in curve.items():
+            if not isinstance(entry, dict):
+                continue
+            f1, f2 = entry["folds"]
+            lines.append(f"| {method} | {f1['threshold']} / {f2['threshold']} | {f1['benign_held_out']:.1%} / "
+                         f"{f2['benign_held_out']:.1%} | {entry['mean_benign_held_out']:.1%} | "
+                         f"{f1['by_first_harmful_held_out']:.1%} / {f2['by_first_harmful_held_out']:.1%} | "
+                         f"{entry['mean_by_first_harmful_held_out']:.1%} |")
     publish(lines, args.out, {"settings": vars(args), "table": table, "escalation": escalation, "benign": benign,
                               "conversation_threshold": curves})
     return 0

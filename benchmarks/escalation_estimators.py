@@ -3,7 +3,10 @@
 A first measurement, side by side on the sets of ``benchmarks/conversation.py`` (escalations from RTP continuations,
 benign multi-turn conversations from XSTest safe prompts with SmolLM2's answers): for each estimator, the threshold
 that lets 2% / 5% / 10% of the benign conversations through (on all of them: this compares estimators, it does not
-choose a threshold), and what share of the escalations it flags by their first harmful user turn.
+choose a threshold), and what share of the escalations it flags by their first harmful user turn. In-sample: the
+held-out comparison, with thresholds picked on one half of the benign prompts and measured on the other, is the
+two-fold table of ``benchmarks/conversation.py`` (which decided the shipped rule: the filter or the riskiest
+message; CUSUM, ahead here, did not hold up there).
 
 Estimators: the shipped filter (``turn.state_risk``), the riskiest message so far (per turn), the filter or the
 latest message, the filter over user turns only, and CUSUM over user turns (``S = max(0, S + risk - k)``: evidence

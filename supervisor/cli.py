@@ -88,7 +88,7 @@ def _describe(event: InterventionEvent) -> str:
     text += f", {event.category})" if event.category else ")"
     if event.removed_text:
         text += f" removed {event.removed_text!r}"
-    if event.kind == "scorer_error":
+    if event.kind in ("scorer_error", "conversation"):
         text += f": {event.detail}"
     return text
 

@@ -6,9 +6,12 @@ the whole history with each request scores only the new messages. The same filte
 per category, :class:`~supervisor.state.StateEstimator`) runs across the turns, so a slow escalation raises the
 state before any single turn is unsafe. A response then starts from it: the filtered risk, times
 ``Policy.conversation_prior``, is the floor of the response's initial level (a risky request puts the response in
-the watch zone from its first token; a benign one leaves it where it was), and a conversation in the unsafe region
-gets ``Policy.conversation_action`` (a safety instruction in the system message of the answer, a refusal turn, or
-a halt; :meth:`supervisor.core.SupervisionCore.start_from`).
+the watch zone from its first token; a benign one leaves it where it was). The conversation is in the unsafe region
+when its filtered risk *or its riskiest message so far* reaches ``Policy.conversation_threshold``: either alone
+catches fewer escalations at the same share of benign conversations (``benchmarks/conversation.py``, two-fold on
+disjoint halves of the benign prompts). A conversation in the unsafe region gets ``Policy.conversation_action`` (a
+safety instruction in the system message of the answer, a refusal turn, or a halt;
+:meth:`supervisor.core.SupervisionCore.start_from`).
 """
 
 from __future__ import annotations
@@ -125,8 +128,9 @@ def conversation_state(texts: list[tuple[str, str]], assessments: Sequence[Asses
         state = estimator.update(index + 1, assessment)
         filtered = estimator.filtered_risk()
         flagged = controller.flags(per_category(assessment))
-        # the zone is the filter's (one message over an act threshold is flagged, and enters the filter like any)
-        zone: Zone = ("unsafe" if filtered >= policy.conversation_threshold
+        # unsafe: the filter (a rising or steady trajectory) or one message at the conversation's threshold (a
+        # message over an act threshold but under it is flagged, and enters the filter like any other)
+        zone: Zone = ("unsafe" if max(filtered, state.peak) >= policy.conversation_threshold
                       else "watch" if filtered >= policy.watch_threshold else "safe")
         turns.append(Turn(index=index, role=role, risk=round(assessment.risk, 4),
                           categories={k: round(v, 4) for k, v in per_category(assessment).items()},

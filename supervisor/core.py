@@ -367,19 +367,23 @@ class SupervisionCore:
         self._mark_first_release(delta)
         return delta
 
-    def start_from(self, conversation: ConversationState) -> Opening:
+    def start_from(self, conversation: ConversationState, *, act: bool = True) -> Opening:
         """The response continues ``conversation``: its state seeds the estimator; an unsafe one gets the policy's
-        conversation_action, recorded as an event. A refusal or a halt is released here and ends the response."""
+        conversation_action (unless ``act`` is False: a completion prompt's), recorded as an event. A refusal or a
+        halt is released here and ends the response."""
         self.conversation = conversation
         self.estimator.prior = conversation.prior(self.policy.conversation_prior)
         if conversation.zone != "unsafe":
             return Opening()
-        action = conversation.action = self.policy.conversation_action
+        action = conversation.action = self.policy.conversation_action if act else "none"
+        outcome = _CONVERSATION_OUTCOME[action] if act else (
+            f"the prompt is the continuation's prior ({self.policy.conversation_prior:g} of its risk: steered harder "
+            "from the first token); a completion prompt gets no conversation action")
         event = InterventionEvent(
             kind="conversation", position=0, checkpoint=0, risk=conversation.risk, category=conversation.category,
             window="conversation", time_s=round(time.perf_counter() - self._start, 4),
-            detail=(f"the conversation is in the unsafe region (filtered risk {conversation.risk:.2f}, peak "
-                    f"{conversation.peak:.2f}): " + _CONVERSATION_OUTCOME[action]),
+            detail=(f"the conversation is in the unsafe region (filtered risk {conversation.risk:.2f}, riskiest "
+                    f"message {conversation.peak:.2f}): " + outcome),
         )
         self.events.append(event)
         for observer in self.observers:

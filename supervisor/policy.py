@@ -110,7 +110,7 @@ class Policy(BaseModel):
     conversation_prior: float = Field(
         default=0.5, ge=0.0, le=1.0,
         description=(
-            "Chat mode: the conversation's filtered risk (every message measured, a filter across the turns) times "
+            "The conversation's filtered risk (every message measured, a filter across the turns) times "
             "this is the floor of the response's initial level, per category: a risky request starts the response "
             "in the watch zone (steered harder from its first token); a benign one changes nothing. 0: off. It "
             "never rolls text back by itself (rollbacks need a measured window over act_threshold)."),
@@ -119,10 +119,12 @@ class Policy(BaseModel):
         default=0.8, ge=0.0, le=1.0,
         description=(
             "The conversation is in the unsafe region when its filtered risk (level and forecast across the turns) "
-            "reaches this; higher than act_threshold because its action comes before any of the answer is written, "
-            "from the request alone, and a conversation has several messages to be wrong about. Chosen by "
-            "benchmarks/conversation.py: at most 2% of benign multi-turn conversations (XSTest safe prompts with the "
-            "primary's answers) on one half, measured on the other."),
+            "or its riskiest message so far reaches this (and stays there: one message this risky marks the "
+            "conversation). Higher than act_threshold because its action comes before any of the answer is "
+            "written, from the request alone, and a conversation has several messages to be wrong about. Chosen "
+            "by benchmarks/conversation.py: the lowest threshold with at most 2% of benign multi-turn "
+            "conversations (XSTest safe prompts with the primary's answers) with an intervention on one half of "
+            "the prompts; 3.9% on the other half (0.9: 0.5%, catching half as many escalations early)."),
     )
     conversation_action: Literal["instruction", "refuse", "halt", "none"] = Field(
         default="instruction",

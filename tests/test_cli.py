@@ -76,7 +76,10 @@ def test_demo_shows_real_interventions() -> None:
     done = cli("demo", "--max-tokens", "40")
     assert done.returncode == 0, done.stderr
     assert "UNSUPERVISED" in done.stdout and "SUPERVISED" in done.stdout
-    assert "> rollback at token" in done.stdout and re.search(r"removed ['\"]", done.stdout)
+    # the toxic prompts are explained (the prompt is the continuation's prior) and a rollback names what it removed
+    assert "> conversation at token 0" in done.stdout and "the continuation's prior" in done.stdout
+    rollbacks = re.findall(r"> rollback at token .*", done.stdout)
+    assert all(re.search(r"removed ['\"]", line) for line in rollbacks)
     assert "ratio" in done.stdout
 
 

@@ -64,6 +64,16 @@ def test_one_flagged_message_among_benign_ones_is_not_an_unsafe_conversation() -
     assert state.turns[2].flagged and state.zone != "unsafe"  # it enters the filter like any message
 
 
+def test_one_message_at_the_conversation_threshold_marks_the_conversation_for_the_rest_of_it() -> None:
+    policy = Policy()
+    marked = ConversationMeasure(conversation(0.05, 0.05, 0.85, 0.05, 0.05, 0.05, 0.05), StatedRisk(), policy)
+    state = marked.state(StatedRisk().assess(marked.pending))
+    # the filter alone would let it go (the benign turns after it pull the level down); its riskiest message does not
+    assert state.turns[-1].state_risk < policy.conversation_threshold <= state.peak
+    assert [t.zone == "unsafe" for t in state.turns] == [False, False, True, True, True, True, True]
+    assert state.zone == "unsafe"
+
+
 def test_each_message_is_measured_once_per_scorer() -> None:
     scorer, policy = StatedRisk(), Policy()
     history = conversation(0.1, 0.1, 0.2)
@@ -141,6 +151,29 @@ def test_a_risky_request_starts_the_local_response_in_the_watch_zone() -> None:
     assert engine.core.estimator.prior["toxicity"] == policy.conversation_prior * engine.result.conversation.level[
         "toxicity"]
     assert engine.result.events[0].kind == "conversation"
+
+
+def test_a_completion_prompt_is_the_request_its_continuation_starts_from() -> None:
+    from supervisor.sampling import SamplingParams
+    from supervisor.session import LogitEngine, Request
+
+    policy = Policy(steering="lexical", conversation_action="refuse")
+    risky = Request(messages=None, prompt="And then he called them, risk 0.9", max_tokens=32,
+                    sampling=SamplingParams(temperature=0.0))
+    engine = LogitEngine(ScriptedPrimary("all fine here"), StatedRisk(), policy, risky)
+    assert engine.core.steering_gain() == policy.steering_gain
+    assert "".join(engine.run()) == "all fine here"  # continued, not refused: a prompt is the prior only
+    assert engine.result is not None and engine.result.conversation is not None
+    assert [t.role for t in engine.result.conversation.turns] == ["user"]
+    assert engine.result.conversation.zone == "unsafe" and engine.result.conversation.action == "none"
+    event = engine.result.events[0]  # explained, though nothing was done but the prior
+    assert event.kind == "conversation" and "no conversation action" in event.detail
+    assert engine.core.estimator.prior["toxicity"] == policy.conversation_prior * 0.9
+    # measured only when the policy uses the conversation: prior 0 and no action leave a prompt unmeasured
+    unmeasured = LogitEngine(ScriptedPrimary("all fine here"), StatedRisk(),
+                             Policy(steering="off", conversation_prior=0.0, conversation_action="none"), risky)
+    "".join(unmeasured.run())
+    assert unmeasured.result is not None and unmeasured.result.conversation is None
 
 
 def test_the_local_engine_refuses_without_decoding() -> None:
