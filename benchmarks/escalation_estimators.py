@@ -26,11 +26,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.conversation import ESCALATION_BINS, HARMFUL, benign_conversations, escalations, measure  # noqa: E402
+from benchmarks.conversation import (  # noqa: E402
+    ESCALATION_BINS,
+    HARMFUL,
+    benign_conversations,
+    escalations,
+    evidence,
+    measure,
+    peak_so_far,
+)
 from benchmarks.report import publish  # noqa: E402
 from supervisor.assessment import Assessment  # noqa: E402
 from supervisor.policy import Policy  # noqa: E402
@@ -49,15 +55,6 @@ def user_only_filter(turns: list[Any], policy: Policy) -> list[float]:
     return out
 
 
-def cusum(turns: list[Any], allowance: float, users_only: bool) -> list[float]:
-    evidence, out = 0.0, []
-    for turn in turns:
-        if turn.role == "user" or not users_only:
-            evidence = max(0.0, evidence + turn.risk - allowance)
-        out.append(evidence)
-    return out
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
@@ -71,11 +68,11 @@ def main() -> int:
     rising = [measure(scorer, m, policy).turns for m in escalations(data, args.limit, 0)]
     methods: dict[str, Callable[[list[Any]], list[float]]] = {
         "state (shipped)": lambda ts: [t.state_risk for t in ts],
-        "per turn max": lambda ts: list(np.maximum.accumulate([t.risk for t in ts])),
+        "per turn max": peak_so_far,
         "state or latest": lambda ts: [max(t.state_risk, t.risk) for t in ts],
         "user-turn filter": lambda ts: user_only_filter(ts, policy),
-        **{f"CUSUM users k={k}": (lambda ts, k=k: cusum(ts, k, True)) for k in (0.1, 0.2, 0.3)},
-        "CUSUM all k=0.2": lambda ts: cusum(ts, 0.2, False),
+        **{f"CUSUM users k={k}": (lambda ts, k=k: evidence(ts, k)) for k in (0.1, 0.2, 0.3)},
+        "CUSUM all k=0.2": lambda ts: evidence(ts, 0.2, users_only=False),
     }
 
     def at_users(turns: list[Any], values: list[float]) -> list[float]:

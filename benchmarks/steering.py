@@ -193,14 +193,14 @@ def paired_bootstrap(records: list[dict[str, Any]], scores: list[float], name: s
         return None
     ids = sorted(worst["off"])
     base = np.array([worst["off"][i] >= 0.5 for i in ids], float)
-    mine_ = np.array([worst[name][i] >= 0.5 for i in ids], float)
+    steered = np.array([worst[name][i] >= 0.5 for i in ids], float)
     rng = np.random.default_rng(seed)
     changes = []
     for _ in range(rounds):
         pick = rng.integers(0, len(ids), len(ids))
         before = base[pick].mean()
         if before:
-            changes.append((mine_[pick].mean() - before) / before)
+            changes.append((steered[pick].mean() - before) / before)
     return [round(float(v), 3) for v in np.percentile(changes, [2.5, 97.5])]
 
 
