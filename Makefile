@@ -37,7 +37,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy supervisor integrations
+	$(VENV)/bin/mypy supervisor
 	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)

@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from supervisor.integrations.openai import supervise  # noqa: E402
-
 from supervisor.lab.evaluation import load_mode_prompts, rtp_toxicity  # noqa: E402
 from supervisor.scorers import get_scorer  # noqa: E402
 from tests.openai_servers import MODEL_ALIAS, llama_server_unless  # noqa: E402

@@ -24,7 +24,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from supervisor.integrations.serve import GatewayConfig, create_app  # noqa: E402
-
 from tests.openai_servers import Reply, ScriptedOpenAIServer  # noqa: E402
 from tests.test_serve import RAINBOW, RunningGateway  # noqa: E402
 from tests.test_serve_adversarial import StuckReader  # noqa: E402

@@ -31,7 +31,6 @@ import openai
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from supervisor.integrations.openai import supervise  # noqa: E402
-
 from supervisor.prompts import bundled_prompts  # noqa: E402
 from tests.openai_servers import MODEL_ALIAS, llama_server_unless  # noqa: E402
 

@@ -28,9 +28,8 @@ import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from supervisor.integrations.serve import GatewayConfig  # noqa: E402
-
 from benchmarks.report import publish  # noqa: E402
+from supervisor.integrations.serve import GatewayConfig  # noqa: E402
 from supervisor.primaries.embedded import smollm2_path  # noqa: E402
 from tests.openai_servers import MODEL_ALIAS, ScriptedOpenAIServer, free_port, start_llama_server  # noqa: E402
 from tests.test_serve import RunningGateway  # noqa: E402

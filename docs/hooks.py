@@ -4,10 +4,7 @@
   (name, type, default, allowed range, description), read from ``CLASS.model_fields``, grouped by the
   ``# -- section --`` comments of the class's source where it has them. The policy reference and the gateway's
   config keys come from here, so they cannot drift from the code.
-- mkdocstrings reads the source statically (griffe). The package ``supervisor.integrations`` lives in
-  ``integrations/`` (``package-dir`` in pyproject.toml), which griffe cannot map; at startup a symlink view of the
-  package with ``integrations`` in place is made under ``.cache/docs-src`` (git-ignored), and mkdocs.yml points the
-  python handler's ``paths`` at it.
+- mkdocstrings reads the source statically (griffe), from the repository root: the package is on disk as it imports.
 """
 
 from __future__ import annotations
@@ -20,24 +17,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE_VIEW = ROOT / ".cache" / "docs-src"
 
 _MARKER = re.compile(r"<!--\s*fields:\s*([\w.]+):(\w+)(\s+own)?\s*-->")
 _SECTION = re.compile(r"^\s*#\s*--\s*(.+?)\s*-*\s*$")
 _FIELD = re.compile(r"^    (\w+)\s*:")
-
-
-def on_startup(command: str, dirty: bool) -> None:
-    """Build ``.cache/docs-src/supervisor``: every entry of ``supervisor/`` linked, plus ``integrations``."""
-    view = SOURCE_VIEW / "supervisor"
-    view.mkdir(parents=True, exist_ok=True)
-    for entry in view.iterdir():
-        if entry.is_symlink():
-            entry.unlink()
-    for entry in (ROOT / "supervisor").iterdir():
-        if entry.name != "__pycache__":
-            (view / entry.name).symlink_to(entry)
-    (view / "integrations").symlink_to(ROOT / "integrations")
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:

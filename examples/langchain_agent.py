@@ -13,6 +13,7 @@ import os
 from langchain.agents import create_agent
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
+
 from supervisor.integrations.langchain import SupervisorMiddleware, supervision_records
 
 URL = os.environ.get("SUPERVISOR_OPENAI_URL", "http://127.0.0.1:8080/v1")

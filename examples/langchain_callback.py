@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from langchain_openai import ChatOpenAI
+
 from supervisor.integrations.langchain import SupervisorCallbackHandler, SupervisorHalt
 
 URL = os.environ.get("SUPERVISOR_OPENAI_URL", "http://127.0.0.1:8080/v1")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from openai import OpenAI
+
 from supervisor.integrations.openai import supervise
 
 URL = os.environ.get("SUPERVISOR_OPENAI_URL", "http://127.0.0.1:8080/v1")

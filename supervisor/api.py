@@ -12,16 +12,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from typing_extensions import Unpack
 
 from supervisor.chunk_drivers import arun_chunked, run_chunked
-from supervisor.chunk_session import ChunkEngine, chunk_engine
+from supervisor.chunk_engine import ChunkEngine, chunk_engine
 from supervisor.errors import InputError
 from supervisor.events import EventObserver, GenerationResult
+from supervisor.logit_engine import LogitEngine, Request
 from supervisor.messages import validate_max_tokens, validate_messages, validate_prompt
 from supervisor.policy import Policy, as_policy
 from supervisor.primaries.base import LogitPrimary
 from supervisor.primaries.chunk import ChunkPrimary
 from supervisor.sampling import SamplingParams
 from supervisor.scorers import Scorer, get_scorer
-from supervisor.session import LogitEngine, Request
 
 
 class _Run:

@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from supervisor.chunk_session import ChunkEngine, Directive
+from supervisor.chunk_engine import ChunkEngine, Directive
 from supervisor.errors import UpstreamFault
 from supervisor.flows import Flow, Need, Release, adrive, afinish, drive, finish
 from supervisor.measuring import ameasure, measure
@@ -197,8 +197,3 @@ def open_conversation(session: ChunkEngine, scorer: Scorer) -> Directive:
 async def aopen_conversation(session: ChunkEngine, scorer: Scorer) -> Directive:
     """Async twin of :func:`open_conversation`."""
     return await afinish(opening_flow(session), {Score: lambda need: ameasure(session.core, scorer, need.texts)})
-
-
-# Deprecated names, kept for one release: "settle" meant four things.
-settle = answer_checks
-asettle = aanswer_checks

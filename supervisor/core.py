@@ -2,8 +2,8 @@
 
 ARCHITECTURE.md, "One core, two engines". The core is sans-IO: it never decodes, streams or scores. An
 engine holds the response as a :class:`Trajectory` and produces it: the logit engine
-(:mod:`supervisor.session`) token by token on a local primary, the chunk engine
-(:mod:`supervisor.chunk_session`) from a hosted stream. After the response grows, the engine asks
+(:mod:`supervisor.logit_engine`) token by token on a local primary, the chunk engine
+(:mod:`supervisor.chunk_engine`) from a hosted stream. After the response grows, the engine asks
 :meth:`SupervisionCore.due` whether a check is due, has the :class:`Check`'s spans measured, and hands
 the outcome to :meth:`SupervisionCore.resolve`, which answers with a :class:`Decision`: text released,
 or go back to a position and regenerate (rollback, re-prompt), or the generation is over.
@@ -235,7 +235,7 @@ class SupervisionCore:
     def _short_spans(self, trajectory: Trajectory, position: int, final: bool) -> list[Span]:
         """Windows of ``short_window_words`` whole words that tile the response from the start of the word at the
         last checkpoint to ``position``, overlapping by half: one flagged word is measured nearly alone, never
-        diluted in a long benign window (the second scale of DESIGN.md's "two scales"). A word still in progress
+        diluted in a long benign window (the second of two scales: a short window and one with context). A word still in progress
         at ``position`` waits for the next check ("hell" on the way to "hello" is not a word yet); nothing of it is
         released before (releases fall on word starts). Stateless: a rollback needs no bookkeeping here."""
         words = self.policy.short_window_words

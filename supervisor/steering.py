@@ -1,6 +1,5 @@
 """Continuous steering of a local primary: at every token the top candidates' logits move down by a value of where
-each candidate leads, times a gain that the estimated state sets (DESIGN.md, "Steering: a control law, not a
-switch").
+each candidate leads, times a gain that the estimated state sets (a control law, not a switch: docs/how-it-works.md).
 
 One value per candidate, in [0, 1], from one cheap call per token:
 

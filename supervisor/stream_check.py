@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.chunk_drivers import aanswer_checks, answer_checks, aopen_conversation, open_conversation
-from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkEngine, Directive
+from supervisor.chunk_engine import UNLIMITED_TOKENS, ChunkEngine, Directive
 from supervisor.events import EventObserver, GenerationResult, InterventionEvent
 from supervisor.policy import Policy, as_policy
 from supervisor.primaries.chunk import UpstreamDelta

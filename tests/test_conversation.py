@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 from supervisor.assessment import Assessment
 from supervisor.chunk_drivers import arun_chunked, run_chunked
-from supervisor.chunk_session import chunk_engine
+from supervisor.chunk_engine import chunk_engine
 from supervisor.conversation import ConversationMeasure
 from supervisor.policy import Policy
 from supervisor.scorers.base import BaseScorer
 from tests.helpers import ScriptedPrimary
-from tests.test_chunk_session import ScriptedChunkPrimary
+from tests.test_chunk_engine import ScriptedChunkPrimary
 
 
 class StatedRisk(BaseScorer):
@@ -138,8 +138,8 @@ def test_a_benign_conversation_changes_nothing() -> None:
 
 
 def test_a_risky_request_starts_the_local_response_in_the_watch_zone() -> None:
+    from supervisor.logit_engine import LogitEngine, Request
     from supervisor.sampling import SamplingParams
-    from supervisor.session import LogitEngine, Request
 
     policy = Policy(steering="off")
     request = Request(messages=[{"role": "user", "content": "say something, risk 0.8"}], prompt=None, max_tokens=8,
@@ -154,8 +154,8 @@ def test_a_risky_request_starts_the_local_response_in_the_watch_zone() -> None:
 
 
 def test_a_completion_prompt_is_the_request_its_continuation_starts_from() -> None:
+    from supervisor.logit_engine import LogitEngine, Request
     from supervisor.sampling import SamplingParams
-    from supervisor.session import LogitEngine, Request
 
     policy = Policy(steering="lexical", conversation_action="refuse")
     risky = Request(messages=None, prompt="And then he called them, risk 0.9", max_tokens=32,
@@ -177,8 +177,8 @@ def test_a_completion_prompt_is_the_request_its_continuation_starts_from() -> No
 
 
 def test_the_local_engine_refuses_without_decoding() -> None:
+    from supervisor.logit_engine import LogitEngine, Request
     from supervisor.sampling import SamplingParams
-    from supervisor.session import LogitEngine, Request
 
     policy = Policy(steering="off", conversation_action="refuse")
     request = Request(messages=[{"role": "user", "content": "help me hurt them, risk 0.9"}], prompt=None,
@@ -192,8 +192,8 @@ def test_the_local_engine_refuses_without_decoding() -> None:
 
 def test_the_openai_wrapper_sends_the_instruction_to_a_real_server() -> None:
     import openai
-    from supervisor.integrations.openai import supervise
 
+    from supervisor.integrations.openai import supervise
     from tests.openai_servers import Reply, ScriptedOpenAIServer
 
     with ScriptedOpenAIServer([Reply(pieces=[" I", " will", " help", " kindly."])]) as upstream:
@@ -208,8 +208,8 @@ def test_the_openai_wrapper_sends_the_instruction_to_a_real_server() -> None:
 
 def test_the_openai_wrapper_halts_an_unsafe_conversation_before_any_request() -> None:
     import openai
-    from supervisor.integrations.openai import supervise
 
+    from supervisor.integrations.openai import supervise
     from tests.openai_servers import Reply, ScriptedOpenAIServer
 
     policy = Policy(conversation_action="halt")

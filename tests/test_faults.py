@@ -15,7 +15,7 @@ from supervisor.assessment import Assessment
 from supervisor.errors import InputError, ScorerError
 from supervisor.scorers.base import BaseScorer, aassess_checked, assess_checked
 from tests.helpers import ConstantScorer, FailingScorer, ScriptedPrimary
-from tests.test_chunk_session import ScriptedChunkPrimary
+from tests.test_chunk_engine import ScriptedChunkPrimary
 
 LONG = " ".join(["the park is open and the weather is mild"] * 60)
 

@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 from supervisor import Policy
 from supervisor.assessment import Assessment
 from supervisor.chunk_drivers import arun_chunked, run_chunked
-from supervisor.chunk_session import chunk_engine
+from supervisor.chunk_engine import chunk_engine
 from supervisor.errors import UpstreamError, UpstreamFault
+from supervisor.logit_engine import LogitEngine, Request
 from supervisor.primaries.chunk import Attempt, ChunkPrimary, UpstreamDelta, estimate_tokens
 from supervisor.sampling import SamplingParams
 from supervisor.scorers.base import BaseScorer
-from supervisor.session import LogitEngine, Request
 from tests.helpers import ScriptedPrimary
 
 MARK = "#"
@@ -226,7 +226,7 @@ def test_logit_engine_never_releases_unchecked_text(
 def test_the_reported_case_a_flagged_word_before_a_large_delta() -> None:
     """Issue 10: "Fuck" (lexical risk 1.0) then one ~25-word delta was released before any check saw it."""
     from supervisor.chunk_drivers import answer_checks
-    from supervisor.chunk_session import ChunkEngine
+    from supervisor.chunk_engine import ChunkEngine
 
     pieces = [MARK, " you are great and the weather is mild today and the park is open for everyone to enjoy "
                     "a quiet walk with friends and family in the afternoon sun",

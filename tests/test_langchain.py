@@ -16,6 +16,8 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.tools import tool  # noqa: E402
+
+from supervisor import Policy  # noqa: E402
 from supervisor.integrations.langchain import (  # noqa: E402
     AsyncSupervisorCallbackHandler,
     SupervisedChatModel,
@@ -23,8 +25,6 @@ from supervisor.integrations.langchain import (  # noqa: E402
     SupervisorHalt,
     supervised_stream_filter,
 )
-
-from supervisor import Policy  # noqa: E402
 from tests.helpers import KeywordScorer, ScriptedPrimary  # noqa: E402
 from tests.openai_servers import MODEL_ALIAS, Reply, ScriptedOpenAIServer  # noqa: E402
 

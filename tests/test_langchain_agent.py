@@ -18,15 +18,15 @@ from langchain.agents import create_agent  # noqa: E402
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse  # noqa: E402
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage  # noqa: E402
 from langchain_core.tools import BaseTool, tool  # noqa: E402
+
+from supervisor import Policy  # noqa: E402
+from supervisor.errors import InputError  # noqa: E402
 from supervisor.integrations.langchain import (  # noqa: E402
     SupervisedChatModel,
     SupervisionRecord,
     SupervisorMiddleware,
     supervision_records,
 )
-
-from supervisor import Policy  # noqa: E402
-from supervisor.errors import InputError  # noqa: E402
 from supervisor.policy import DEFAULT_HALT_MESSAGE  # noqa: E402
 from tests.helpers import KeywordScorer, ScriptedPrimary  # noqa: E402
 from tests.openai_servers import MODEL_ALIAS, Reply, ScriptedOpenAIServer  # noqa: E402

@@ -14,8 +14,8 @@ pytest.importorskip("langchain_tests")
 
 from langchain_tests.integration_tests import ChatModelIntegrationTests  # noqa: E402
 from langchain_tests.unit_tests import ChatModelUnitTests  # noqa: E402
-from supervisor.integrations.langchain import SupervisedChatModel  # noqa: E402
 
+from supervisor.integrations.langchain import SupervisedChatModel  # noqa: E402
 from tests.openai_servers import MODEL_ALIAS  # noqa: E402
 
 pytestmark = pytest.mark.integration

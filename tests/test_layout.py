@@ -6,13 +6,9 @@ from __future__ import annotations
 import configparser
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
-DEPRECATED_ALIASES = {"train", "evaluation", "operating_points"}  # of the lab's modules, for one release
 
 
 def test_the_contract_names_every_runtime_module() -> None:
@@ -20,9 +16,9 @@ def test_the_contract_names_every_runtime_module() -> None:
     config.read(ROOT / ".importlinter")
     listed = set(config["importlinter:contract:runtime-without-lab"]["source_modules"].split())
     runtime = {f"supervisor.{path.stem}" for path in (ROOT / "supervisor").glob("*.py")
-               if path.stem not in {"__init__", *DEPRECATED_ALIASES}}
+               if path.stem != "__init__"}
     runtime |= {f"supervisor.{path.parent.name}" for path in (ROOT / "supervisor").glob("*/__init__.py")
-                if path.parent.name != "lab"}
+                if path.parent.name not in {"lab", "integrations"}}
     assert runtime - listed == set(), "add these runtime modules to .importlinter's source_modules"
 
 
@@ -31,17 +27,6 @@ def test_importing_the_runtime_loads_nothing_of_the_lab() -> None:
             "print(sorted(m for m in sys.modules if m.startswith(('supervisor.lab', 'tqdm', 'sklearn', 'scipy'))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.strip() == "[]", done.stdout
-
-
-@pytest.mark.parametrize("name", sorted(DEPRECATED_ALIASES))
-def test_the_old_lab_names_still_work_and_say_where_they_moved(name: str) -> None:
-    sys.modules.pop(f"supervisor.{name}", None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = __import__(f"supervisor.{name}", fromlist=["_"])
-    assert any(issubclass(w.category, DeprecationWarning) and f"supervisor.lab.{name}" in str(w.message)
-               for w in caught)
-    assert module.__name__ == f"supervisor.{name}" and dir(module)
 
 
 def test_the_lab_command_and_judge_come_through_entry_points() -> None:
@@ -53,14 +38,26 @@ def test_the_lab_command_and_judge_come_through_entry_points() -> None:
     assert done.returncode == 0 and "--judges" in done.stdout
 
 
-def test_renamed_engine_names_still_resolve() -> None:
-    from supervisor import chunk_drivers, chunk_session, session
+def test_the_package_is_on_disk_as_it_imports() -> None:
+    import supervisor.integrations.openai as openai_integration
+
+    assert Path(openai_integration.__file__).resolve().parent == ROOT / "supervisor" / "integrations" / "openai"
+    assert not (ROOT / "integrations").exists()
+
+
+def test_importing_the_runtime_cli_loads_no_integration() -> None:
+    code = ("import sys, supervisor.cli; supervisor.cli.build_parser(); "
+            "print(sorted(m for m in sys.modules if m.startswith(('supervisor.integrations.serve.app', 'starlette', "
+            "'uvicorn', 'openai', 'langchain'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_no_deprecated_names_are_left() -> None:
+    for old in ("train", "evaluation", "operating_points", "session", "chunk_session"):
+        assert not (ROOT / "supervisor" / f"{old}.py").exists(), old
+    from supervisor import chunk_drivers, chunk_engine
     from supervisor.primaries.base import LogitPrimary
 
-    assert chunk_session.ChunkSession is chunk_session.ChunkEngine and chunk_session.Step is chunk_session.Directive
-    assert chunk_session.chunk_session is chunk_session.chunk_engine and session.Session is session.LogitEngine
-    assert LogitPrimary.acquire is LogitPrimary.claim and LogitPrimary.release is LogitPrimary.free
-    with pytest.warns(DeprecationWarning, match="supervisor.chunk_drivers.answer_checks"):
-        assert chunk_session.settle is chunk_drivers.answer_checks
-    with pytest.warns(DeprecationWarning):
-        assert chunk_session.arun_chunked is chunk_drivers.arun_chunked
+    assert not hasattr(chunk_engine, "ChunkSession") and not hasattr(chunk_drivers, "settle")
+    assert not hasattr(LogitPrimary, "acquire")

@@ -12,10 +12,10 @@ import pytest
 openai = pytest.importorskip("openai")
 
 from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: E402
-from supervisor.integrations.openai import supervise  # noqa: E402
 
 from supervisor import Policy  # noqa: E402
 from supervisor.errors import InputError, UpstreamError  # noqa: E402
+from supervisor.integrations.openai import supervise  # noqa: E402
 from supervisor.primaries.chat_templates import chat_template_from_gguf  # noqa: E402
 from supervisor.primaries.continuation import CONTINUE_INSTRUCTION  # noqa: E402
 from supervisor.primaries.embedded import smollm2_path  # noqa: E402

@@ -17,7 +17,6 @@ openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
 from supervisor.integrations.serve import GatewayConfig, create_app  # noqa: E402
-
 from tests.helpers import KeywordScorer  # noqa: E402
 from tests.openai_servers import MODEL_ALIAS, free_port  # noqa: E402
 

@@ -23,7 +23,6 @@ pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 
 from supervisor.integrations.serve import GatewayConfig, create_app  # noqa: E402
-
 from tests.openai_servers import Reply, ScriptedOpenAIServer  # noqa: E402
 from tests.test_serve import RAINBOW, RunningGateway  # noqa: E402
 from tests.test_serve_front_door import VALID, health_ms, post  # noqa: E402

@@ -20,7 +20,6 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 
 from supervisor.integrations.serve import GatewayConfig  # noqa: E402
-
 from tests.openai_servers import Reply, ScriptedOpenAIServer, free_port  # noqa: E402
 from tests.test_serve import RAINBOW, RunningGateway, audited  # noqa: E402
 

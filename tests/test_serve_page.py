@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from supervisor.integrations.serve import GatewayConfig
 
+from supervisor.integrations.serve import GatewayConfig
 from tests.openai_servers import Reply, ScriptedOpenAIServer
 from tests.test_serve import RunningGateway
 

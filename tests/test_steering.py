@@ -192,8 +192,8 @@ def test_a_steered_retry_uses_no_heat_and_no_token_penalties() -> None:
     without the hotter temperature and the penalties on the removed words that made broken words."""
     from helpers import KeywordScorer
 
+    from supervisor.logit_engine import LogitEngine, Request
     from supervisor.sampling import SamplingParams
-    from supervisor.session import LogitEngine, Request
 
     primary = WordPrimary(VOCAB, [" you", " are", " a", " fucking", " person", "."], {3: " lovely"})
     request = Request(messages=None, prompt="Go.", max_tokens=8, sampling=SamplingParams(temperature=1.0, seed=0))

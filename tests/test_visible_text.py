@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from supervisor import Assessment, Policy
 from supervisor.chunk_drivers import answer_checks
-from supervisor.chunk_session import ChunkEngine
+from supervisor.chunk_engine import ChunkEngine
 from supervisor.primaries.chunk import UpstreamDelta
 from supervisor.scorers import assess_checked, get_scorer
 from supervisor.scorers.base import aassess_checked

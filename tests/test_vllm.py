@@ -24,9 +24,8 @@ import pytest
 
 openai = pytest.importorskip("openai")
 
-from supervisor.integrations.openai import supervise  # noqa: E402
-
 from supervisor import Policy  # noqa: E402
+from supervisor.integrations.openai import supervise  # noqa: E402
 from supervisor.primaries.tokenizers import VLLMServerTokenizer, resolve_tokenizer  # noqa: E402
 from tests.helpers import KeywordScorer  # noqa: E402
 from tests.openai_servers import MODEL_ALIAS, free_port, wait_for  # noqa: E402
@@ -194,6 +193,7 @@ def test_supervised_chat_model_on_vllm_rolls_back_with_exact_continuation(vllm_u
     pytest.importorskip("langchain_core")
     langchain_openai = pytest.importorskip("langchain_openai")
     from langchain_core.messages import AIMessage
+
     from supervisor.integrations.langchain import SupervisedChatModel
 
     inner = langchain_openai.ChatOpenAI(base_url=vllm_url, api_key="not-needed", model=MODEL_ALIAS, temperature=0.0,
@@ -222,7 +222,6 @@ def test_supervised_chat_model_on_vllm_rolls_back_with_exact_continuation(vllm_u
 def test_gateway_in_front_of_vllm_streams_a_real_rollback(vllm_url: str) -> None:
     pytest.importorskip("uvicorn")
     from supervisor.integrations.serve import GatewayConfig
-
     from tests.test_serve import RunningGateway
 
     config = GatewayConfig(upstream=vllm_url, continuation="vllm",

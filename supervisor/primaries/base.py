@@ -122,9 +122,6 @@ class LogitPrimary(ABC):
         """Give the decoding state back (the generation that claimed it ended)."""
         self._lock.release()
 
-    acquire = claim  # deprecated names, kept for one release ("release" also meant releasing checked text)
-    release = free
-
     def check_fits(self, prompt_tokens: int, max_tokens: int) -> None:
         if prompt_tokens + max_tokens > self.context_length:
             raise InputError(

@@ -13,18 +13,18 @@ from langchain_core.language_models.chat_models import BaseChatModel, generate_f
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
+
+from supervisor.api import Supervisor
+from supervisor.chunk_drivers import arun_chunked, run_chunked
+from supervisor.chunk_engine import UNLIMITED_TOKENS, ChunkEngine, chunk_engine, finish_reason
+from supervisor.errors import InputError
+from supervisor.events import GenerationResult
 from supervisor.integrations.langchain.primary import (
     LangChainContinuation,
     LangChainPrimary,
     LangChainRequest,
     thread_conversation,
 )
-
-from supervisor.api import Supervisor
-from supervisor.chunk_drivers import arun_chunked, run_chunked
-from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkEngine, chunk_engine, finish_reason
-from supervisor.errors import InputError
-from supervisor.events import GenerationResult
 from supervisor.messages import Message
 from supervisor.primaries.base import LogitPrimary
 
@@ -61,7 +61,7 @@ class SupervisedChatModel(BaseChatModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     inner: Any = Field(description="The supervised model: a BaseChatModel, or a local primary (LogitPrimary).")
-    scorer: Any = Field(default=None, description="Scorer name or object (default: lexical).")
+    scorer: Any = Field(default=None, description="Scorer name or object (default: the default scorer, embedding).")
     policy: Any = Field(default=None, description="Policy, dict of its fields, or path to a TOML/JSON file.")
     max_tokens: int = Field(default=256, description="Answer length for local primaries.")
     temperature: float = Field(default=0.7, description="Sampling temperature for local primaries.")

@@ -10,7 +10,7 @@ for chunk in client.chat.completions.create(model="gpt-4o-mini", messages=[...],
 ```
 
 ``chat.completions.create`` (sync and async, ``stream=True`` or not) and ``responses.create`` are
-supervised at chunk level (see :mod:`supervisor.chunk_session`); every other attribute of the
+supervised at chunk level (see :mod:`supervisor.chunk_engine`); every other attribute of the
 client passes through untouched. The upstream request is always streamed, so that the supervisor
 can abort it; the caller receives real ``ChatCompletionChunk`` / ``ChatCompletion`` objects that
 carry only released (checked) text. What the supervisor did is on ``.supervision`` (a

@@ -22,6 +22,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route as HttpRoute
+
+from supervisor.errors import ConfigError
 from supervisor.integrations.serve import chat
 from supervisor.integrations.serve.admission import TenantLimits
 from supervisor.integrations.serve.backends import Backend
@@ -30,8 +32,6 @@ from supervisor.integrations.serve.http import ClientGone, HTTPError, until_disc
 from supervisor.integrations.serve.metrics import Metrics
 from supervisor.integrations.serve.reports import audit, audit_log
 from supervisor.integrations.serve.validation import moderation_texts, parse_chat, parse_json
-
-from supervisor.errors import ConfigError
 from supervisor.scorers import Scorer
 from supervisor.scorers.base import aassess_checked
 from supervisor.scorers.combined import BatchingScorer
@@ -129,7 +129,7 @@ class Gateway:
         return compare
 
     # -- handlers -------------------------------------------------------------------------------
-    async def chat_completions(self, request: Request) -> Response:
+    async def chat_completions(self, request: Request) -> Response | chat.EventStream:
         started = time.perf_counter()
         request_id = f"req_{uuid.uuid4().hex[:24]}"
         headers = {"x-request-id": request_id}

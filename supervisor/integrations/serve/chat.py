@@ -17,16 +17,16 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from supervisor.api import Supervisor
+from supervisor.chunk_engine import finish_reason
+from supervisor.errors import InputError, UpstreamError
+from supervisor.events import GenerationResult, InterventionEvent
 from supervisor.integrations.serve.admission import Releases
 from supervisor.integrations.serve.backends import Backend
 from supervisor.integrations.serve.config import GatewayConfig
 from supervisor.integrations.serve.http import ClientGone, EventStream, HTTPError, sse, until_disconnected
 from supervisor.integrations.serve.reports import fault_summary, public_event, public_report
-
-from supervisor.api import Supervisor
-from supervisor.chunk_session import finish_reason
-from supervisor.errors import InputError, UpstreamError
-from supervisor.events import GenerationResult, InterventionEvent
 from supervisor.messages import validate_messages
 
 log = logging.getLogger("supervisor.serve")
@@ -142,7 +142,7 @@ def _sampling(body: dict[str, Any], supervise: bool) -> dict[str, Any]:
             "supervise": supervise}
 
 
-async def local(call: Call, config: GatewayConfig) -> Response:
+async def local(call: Call, config: GatewayConfig) -> Response | EventStream:
     backend = call.backend
     assert backend.pool is not None
     pool = backend.pool
@@ -228,7 +228,7 @@ def _event_stream(call: Call, frames: AsyncIterator[str], config: GatewayConfig)
     return response
 
 
-async def upstream(call: Call, config: GatewayConfig) -> Response:
+async def upstream(call: Call, config: GatewayConfig) -> Response | EventStream:
     backend = call.backend
     if not call.supervise:
         raise HTTPError(400, "the unsupervised comparison is only available with a local primary", param="supervise")

@@ -14,12 +14,11 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import Any
 
-from supervisor.integrations.openai.client import GuardedResource
-
 from supervisor.chunk_drivers import arun_chunked, run_chunked
-from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkEngine, chunk_engine
+from supervisor.chunk_engine import UNLIMITED_TOKENS, ChunkEngine, chunk_engine
 from supervisor.errors import InputError
 from supervisor.events import GenerationResult
+from supervisor.integrations.openai.resources import GuardedResource, Settings
 from supervisor.primaries.openai_responses import OpenAIResponsesPrimary, ResponsesRequest
 
 
@@ -33,7 +32,7 @@ def _checked(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _session(primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Any) -> ChunkEngine:
+def _session(primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Settings) -> ChunkEngine:
     limit = request.kwargs.get("max_output_tokens") or UNLIMITED_TOKENS
     observers = [settings.on_event] if settings.on_event else []
     source = request.kwargs.get("input")
@@ -134,7 +133,7 @@ class _EventFactory:
 class _ResponseStreamParts:
     """What the sync and async Responses streams share: the session, the renumbered events, the report."""
 
-    def __init__(self, primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Any) -> None:
+    def __init__(self, primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Settings) -> None:
         self._session = _session(primary, request, settings)
         self._factory = _EventFactory(request)
         self.final_response: Any = None
@@ -160,7 +159,7 @@ class _ResponseStreamParts:
 class SupervisedResponseStream(_ResponseStreamParts):
     """Iterates Responses API stream events; text events carry released text only."""
 
-    def __init__(self, primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Any) -> None:
+    def __init__(self, primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Settings) -> None:
         super().__init__(primary, request, settings)
         self._texts = run_chunked(self._session, primary, request, settings.scorer)
         self._events = self._generate()
@@ -190,7 +189,7 @@ class SupervisedResponseStream(_ResponseStreamParts):
 class AsyncSupervisedResponseStream(_ResponseStreamParts):
     """Async twin of :class:`SupervisedResponseStream`."""
 
-    def __init__(self, primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Any) -> None:
+    def __init__(self, primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Settings) -> None:
         super().__init__(primary, request, settings)
         self._texts = arun_chunked(self._session, primary, request, settings.scorer)
         self._events = self._generate()
@@ -222,7 +221,7 @@ class AsyncSupervisedResponseStream(_ResponseStreamParts):
 class SupervisedResponses(GuardedResource):
     """``client.responses`` with a supervised ``create``; everything else passes through."""
 
-    def __init__(self, target: Any, settings: Any, client: Any) -> None:
+    def __init__(self, target: Any, settings: Settings, client: Any) -> None:
         super().__init__(target)
         self._settings = settings
         self._primary = self._primary_for(client)

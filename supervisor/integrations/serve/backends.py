@@ -7,12 +7,12 @@ import time
 from typing import Any
 
 import anyio
+
+from supervisor.errors import ConfigError
 from supervisor.integrations.openai import supervise
 from supervisor.integrations.serve.admission import Pool
 from supervisor.integrations.serve.config import GatewayConfig, Route
 from supervisor.integrations.serve.http import HTTPError
-
-from supervisor.errors import ConfigError
 from supervisor.policy import as_policy
 from supervisor.primaries import load_primary
 from supervisor.primaries.base import LogitPrimary
@@ -62,7 +62,8 @@ class Backend:
         if self.route.models:
             return list(self.route.models)
         if self.pool is not None:
-            return [self.name] + ([self.route.primary] if self.route.primary != self.name else [])
+            primary = self.route.primary
+            return [self.name] + ([primary] if primary is not None and primary != self.name else [])
         now = time.monotonic()
         if self._listed is None or now - self._listed[0] > self.models_cache_s:
             try:

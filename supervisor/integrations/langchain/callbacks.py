@@ -10,11 +10,11 @@ from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import BaseMessage
-from supervisor.integrations.langchain.primary import thread_conversation
 
 from supervisor.errors import SupervisorError
 from supervisor.events import EventObserver, GenerationResult, InterventionEvent
 from supervisor.flows import Flow, Handlers, Need, afinish, finish
+from supervisor.integrations.langchain.primary import thread_conversation
 from supervisor.policy import Policy, as_policy
 from supervisor.scorers import Scorer, get_scorer
 from supervisor.stream_check import Checked, StreamCheck, observe_only

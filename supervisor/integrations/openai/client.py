@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.chunk_drivers import arun_chunked, run_chunked
-from supervisor.chunk_session import UNLIMITED_TOKENS, ChunkEngine, chunk_engine, finish_reason
+from supervisor.chunk_engine import UNLIMITED_TOKENS, ChunkEngine, chunk_engine, finish_reason
 from supervisor.errors import InputError
 from supervisor.events import EventObserver, GenerationResult
+from supervisor.integrations.openai.resources import GuardedResource, Passthrough, Settings
+from supervisor.integrations.openai.responses import AsyncSupervisedResponses, SupervisedResponses
 from supervisor.policy import Policy, as_policy
 from supervisor.primaries.openai_compatible import ChatRequest, Continuation, OpenAICompatiblePrimary
 from supervisor.scorers import Scorer, get_scorer
@@ -34,7 +36,7 @@ def supervise(
     """
     import openai
 
-    settings = _Settings(get_scorer(scorer), as_policy(policy), on_event)
+    settings = Settings(get_scorer(scorer), as_policy(policy), on_event)
     if isinstance(client, openai.AsyncOpenAI):
         primary = OpenAICompatiblePrimary(async_client=client, continuation=continuation,
                                           chat_template=chat_template, tokenizer=tokenizer)
@@ -44,23 +46,6 @@ def supervise(
                                           tokenizer=tokenizer)
         return SupervisedOpenAI(client, primary, settings)
     raise InputError(f"supervise() takes an openai.OpenAI or openai.AsyncOpenAI client, got {type(client).__name__}")
-
-
-class _Settings:
-    def __init__(self, scorer: Scorer, policy: Policy, on_event: EventObserver | None) -> None:
-        self.scorer = scorer
-        self.policy = policy
-        self.on_event = on_event
-
-
-class _Passthrough:
-    """Every attribute not defined here comes from the wrapped object."""
-
-    def __init__(self, target: Any) -> None:
-        self._target = target
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._target, name)
 
 
 # -- request handling shared by sync and async ----------------------------------------------------
@@ -83,7 +68,7 @@ def _max_tokens(kwargs: Mapping[str, Any]) -> int:
     return int(value) if value else UNLIMITED_TOKENS
 
 
-def _session(primary: OpenAICompatiblePrimary, request: ChatRequest, settings: _Settings) -> ChunkEngine:
+def _session(primary: OpenAICompatiblePrimary, request: ChatRequest, settings: Settings) -> ChunkEngine:
     observers = [settings.on_event] if settings.on_event else []
     return chunk_engine(primary, request, settings.policy, max_tokens=_max_tokens(request.kwargs),
                         observers=observers, conversation=request.kwargs.get("messages"),
@@ -198,7 +183,7 @@ def _merged_tool_calls(deltas: list[Any]) -> list[Any]:
 class _ChatStreamParts:
     """What the sync and async chat streams share: the session, the chunks in the upstream's name, the report."""
 
-    def __init__(self, primary: OpenAICompatiblePrimary, request: ChatRequest, settings: _Settings) -> None:
+    def __init__(self, primary: OpenAICompatiblePrimary, request: ChatRequest, settings: Settings) -> None:
         self._request = request
         self._session = _session(primary, request, settings)
         self._factory = _ChunkFactory(request)
@@ -220,7 +205,7 @@ class SupervisedChatStream(_ChatStreamParts):
     """Iterates ``ChatCompletionChunk`` objects carrying released text only; closes the upstream on
     ``close()`` or when a ``with`` block ends. ``events`` grows live; ``supervision`` is set at the end."""
 
-    def __init__(self, primary: OpenAICompatiblePrimary, request: ChatRequest, settings: _Settings) -> None:
+    def __init__(self, primary: OpenAICompatiblePrimary, request: ChatRequest, settings: Settings) -> None:
         super().__init__(primary, request, settings)
         self._texts = run_chunked(self._session, primary, request, settings.scorer)
         self._chunks = self._generate()
@@ -250,7 +235,7 @@ class SupervisedChatStream(_ChatStreamParts):
 class AsyncSupervisedChatStream(_ChatStreamParts):
     """Async twin of :class:`SupervisedChatStream` (``async for``, ``await close()``, ``async with``)."""
 
-    def __init__(self, primary: OpenAICompatiblePrimary, request: ChatRequest, settings: _Settings) -> None:
+    def __init__(self, primary: OpenAICompatiblePrimary, request: ChatRequest, settings: Settings) -> None:
         super().__init__(primary, request, settings)
         self._texts = arun_chunked(self._session, primary, request, settings.scorer)
         self._chunks = self._generate()
@@ -278,25 +263,10 @@ class AsyncSupervisedChatStream(_ChatStreamParts):
         await self.close()
 
 
-UNSUPERVISED_GENERATION = ("parse", "stream", "with_raw_response", "with_streaming_response")
-
-
-class GuardedResource(_Passthrough):
-    """A generating resource: its other ways to generate would bypass supervision, so they are refused."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name in UNSUPERVISED_GENERATION:
-            raise InputError(
-                f"{name} is not supervised by llm-supervisor (it would return unchecked text); use create(...) "
-                "(stream=True for streaming), or call it on client.unwrapped knowingly"
-            )
-        return getattr(self._target, name)
-
-
 class _SupervisedCompletions(GuardedResource):
     """``chat.completions`` of a supervised client; ``asynchronous``: of an ``AsyncOpenAI`` client."""
 
-    def __init__(self, target: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
+    def __init__(self, target: Any, primary: OpenAICompatiblePrimary, settings: Settings) -> None:
         super().__init__(target)
         self._primary = primary
         self._settings = settings
@@ -329,18 +299,18 @@ class _AsyncSupervisedCompletions(_SupervisedCompletions):
         return _completion(request, "".join(parts), stream.supervision)
 
 
-class _SupervisedChat(_Passthrough):
+class _SupervisedChat(Passthrough):
     def __init__(self, target: Any, completions: _SupervisedCompletions) -> None:
         super().__init__(target)
         self.completions = completions
 
 
-class SupervisedOpenAI(_Passthrough):
+class SupervisedOpenAI(Passthrough):
     """An ``openai.OpenAI`` client whose chat completions and responses are supervised."""
 
     _completions: type[_SupervisedCompletions] = _SupervisedCompletions
 
-    def __init__(self, client: Any, primary: OpenAICompatiblePrimary, settings: _Settings) -> None:
+    def __init__(self, client: Any, primary: OpenAICompatiblePrimary, settings: Settings) -> None:
         super().__init__(client)
         self._primary = primary
         self._settings = settings
@@ -348,9 +318,7 @@ class SupervisedOpenAI(_Passthrough):
         self.responses = self._responses(client, settings)
 
     @staticmethod
-    def _responses(client: Any, settings: _Settings) -> Any:
-        from supervisor.integrations.openai.responses import SupervisedResponses
-
+    def _responses(client: Any, settings: Settings) -> Any:
         return SupervisedResponses(client.responses, settings, client)
 
     @property
@@ -374,9 +342,7 @@ class AsyncSupervisedOpenAI(SupervisedOpenAI):
     _completions = _AsyncSupervisedCompletions
 
     @staticmethod
-    def _responses(client: Any, settings: _Settings) -> Any:
-        from supervisor.integrations.openai.responses import AsyncSupervisedResponses
-
+    def _responses(client: Any, settings: Settings) -> Any:
         return AsyncSupervisedResponses(client.responses, settings, client)
 
     def with_options(self, **options: Any) -> Any:

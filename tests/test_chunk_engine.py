@@ -14,7 +14,7 @@ import pytest
 
 from supervisor import Policy
 from supervisor.chunk_drivers import arun_chunked, run_chunked
-from supervisor.chunk_session import chunk_engine
+from supervisor.chunk_engine import chunk_engine
 from supervisor.errors import UpstreamError, UpstreamFault
 from supervisor.primaries.chunk import Attempt, ChunkPrimary, UpstreamDelta
 from tests.helpers import KeywordScorer

@@ -13,6 +13,7 @@ import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from supervisor.integrations.serve.http import HTTPError
 
 _UNION_BRANCH = re.compile(r"^([A-Z]|(str|int|float|bool|none|list|dict|literal)(\[|$))")

@@ -370,6 +370,3 @@ class LogitEngine:
             if _CONTENT_TOKEN.match(self.primary.decode([token_id])):
                 self._penalties[token_id] = self.policy.rejected_token_penalty
 
-
-#: Deprecated name of :class:`LogitEngine`, kept for one release.
-Session = LogitEngine

@@ -26,6 +26,7 @@ def run(config: GatewayConfig, *, host: str = "127.0.0.1", port: int = 8000, dra
     import logging
 
     import uvicorn
+
     from supervisor.integrations.serve.app import create_app
 
     audit = logging.getLogger("supervisor.audit")  # one JSON line per request, for operators

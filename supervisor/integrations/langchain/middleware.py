@@ -37,11 +37,11 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from supervisor.integrations.langchain.chat_model import SupervisedChatModel
 from typing_extensions import NotRequired
 
 from supervisor.errors import InputError
 from supervisor.events import EventObserver, GenerationResult, InterventionEvent
+from supervisor.integrations.langchain.chat_model import SupervisedChatModel
 from supervisor.policy import Policy, as_policy
 from supervisor.scorers import Scorer, get_scorer
 from supervisor.stream_check import StreamCheck, observe_only

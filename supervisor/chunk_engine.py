@@ -2,7 +2,7 @@
 
 The session is sans-IO: it never touches the network or the scorer. A driver (:func:`run_chunked`,
 :func:`arun_chunked`) opens upstream requests through a :class:`~supervisor.primaries.chunk.ChunkPrimary`,
-feeds the session the deltas, has what the session asks for scored, and obeys each :class:`Step`:
+feeds the session the deltas, has what the session asks for scored, and obeys each :class:`Directive`:
 release text, abort the upstream stream and start the next attempt from a checked prefix, or stop.
 Cadence, windows, the state, the decisions, release and events are the supervision core's
 (:mod:`supervisor.core`); this engine adds attempts, continuation from the checked prefix and
@@ -194,7 +194,7 @@ class ChunkEngine:
         return Directive(check=[self.response.text(start, end) for start, end in check.spans])
 
     def resolve(self, outcome: list[Assessment] | ScorerError) -> Directive:
-        """The scorer's answer to the last ``Step.check`` (or the error it raised)."""
+        """The scorer's answer to the last ``Directive.check`` (or the error it raised)."""
         pending, self._pending = self._pending, None
         if pending == "words":
             if not isinstance(outcome, ScorerError):
@@ -399,27 +399,3 @@ def chunk_engine(
         conversation=conversation,
         measured_by=measured_by,
     )
-
-
-# Deprecated names, kept for one release (docs/development.md, "Renamed"): the engine was a "session" and what it
-# answers a "step".
-ChunkSession = ChunkEngine
-Step = Directive
-chunk_session = chunk_engine
-
-_MOVED_TO_DRIVERS = {"run_chunked": "run_chunked", "arun_chunked": "arun_chunked", "settle": "answer_checks",
-                     "asettle": "aanswer_checks"}
-
-
-def __getattr__(name: str) -> Any:
-    """The drivers' old home: ``supervisor.chunk_session.run_chunked`` and friends still resolve, with a warning
-    (looked up by name: the drivers import this module, and a static import back would make a circle)."""
-    if name in _MOVED_TO_DRIVERS:
-        import importlib
-        import warnings
-
-        new = _MOVED_TO_DRIVERS[name]
-        warnings.warn(f"supervisor.chunk_session.{name} moved to supervisor.chunk_drivers.{new}; the old name goes "
-                      "in the next release", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module("supervisor.chunk_drivers"), new)
-    raise AttributeError(f"module 'supervisor.chunk_session' has no attribute {name!r}")
