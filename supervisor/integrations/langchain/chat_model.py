@@ -9,9 +9,9 @@ from typing import Any
 
 from langchain_core.callbacks.manager import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LangSmithParams
-from langchain_core.language_models.chat_models import BaseChatModel, generate_from_stream
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.language_models.chat_models import BaseChatModel, agenerate_from_stream, generate_from_stream
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from supervisor.api import Supervisor
@@ -182,13 +182,4 @@ class SupervisedChatModel(BaseChatModel):
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        chunks = [chunk async for chunk in self._astream(messages, stop=stop, run_manager=run_manager, **kwargs)]
-        merged = chunks[0]
-        for chunk in chunks[1:]:
-            merged += chunk
-        message = merged.message
-        return ChatResult(generations=[ChatGeneration(
-            message=AIMessage(content=message.content, response_metadata=message.response_metadata,
-                              usage_metadata=getattr(message, "usage_metadata", None),
-                              tool_calls=getattr(message, "tool_calls", []), id=message.id),
-        )])
+        return await agenerate_from_stream(self._astream(messages, stop=stop, run_manager=run_manager, **kwargs))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,14 @@ from supervisor.chunk_drivers import arun_chunked, run_chunked
 from supervisor.chunk_engine import UNLIMITED_TOKENS, ChunkEngine, chunk_engine, finish_reason
 from supervisor.errors import InputError
 from supervisor.events import EventObserver, GenerationResult
-from supervisor.integrations.openai.resources import GuardedResource, Passthrough, Settings
+from supervisor.integrations.openai.resources import (
+    AsyncStream,
+    GuardedResource,
+    Passthrough,
+    Settings,
+    StreamParts,
+    SyncStream,
+)
 from supervisor.integrations.openai.responses import AsyncSupervisedResponses, SupervisedResponses
 from supervisor.policy import Policy, as_policy
 from supervisor.primaries.openai_compatible import ChatRequest, Continuation, OpenAICompatiblePrimary
@@ -180,91 +187,41 @@ def _merged_tool_calls(deltas: list[Any]) -> list[Any]:
 
 
 # -- the streams, the resources and the clients: what sync and async share, then each one's I/O ---------------
-class _ChatStreamParts:
-    """What the sync and async chat streams share: the session, the chunks in the upstream's name, the report."""
+class _ChatStreamParts(StreamParts):
+    """Chat completion chunks in the upstream's name around the released text; the tool calls, finish reason and
+    usage at the end."""
 
     def __init__(self, primary: OpenAICompatiblePrimary, request: ChatRequest, settings: Settings) -> None:
-        self._request = request
-        self._session = _session(primary, request, settings)
+        super().__init__(_session(primary, request, settings))
         self._factory = _ChunkFactory(request)
         self._include_usage = bool((request.kwargs.get("stream_options") or {}).get("include_usage"))
 
-    def _closing(self) -> list[Any]:
-        return _closing_chunks(self._factory, self._session.result, self._include_usage)
+    def on_text(self, text: str) -> list[Any]:
+        return [self._factory.chunk(content=text)]
 
-    @property
-    def events(self) -> list[Any]:
-        return self._session.events
-
-    @property
-    def supervision(self) -> GenerationResult | None:
-        return self._session.result
+    def closing(self) -> list[Any]:
+        return _closing_chunks(self._factory, self.session.result, self._include_usage)
 
 
-class SupervisedChatStream(_ChatStreamParts):
+class SupervisedChatStream(SyncStream):
     """Iterates ``ChatCompletionChunk`` objects carrying released text only; closes the upstream on
     ``close()`` or when a ``with`` block ends. ``events`` grows live; ``supervision`` is set at the end."""
 
     def __init__(self, primary: OpenAICompatiblePrimary, request: ChatRequest, settings: Settings) -> None:
-        super().__init__(primary, request, settings)
-        self._texts = run_chunked(self._session, primary, request, settings.scorer)
-        self._chunks = self._generate()
-
-    def _generate(self) -> Generator[Any, None, None]:
-        for text in self._texts:
-            yield self._factory.chunk(content=text)
-        yield from self._closing()
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        return next(self._chunks)
-
-    def close(self) -> None:
-        self._chunks.close()
-        self._texts.close()
-
-    def __enter__(self) -> SupervisedChatStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        parts = _ChatStreamParts(primary, request, settings)
+        super().__init__(parts, run_chunked(parts.session, primary, request, settings.scorer))
 
 
-class AsyncSupervisedChatStream(_ChatStreamParts):
-    """Async twin of :class:`SupervisedChatStream` (``async for``, ``await close()``, ``async with``)."""
+class AsyncSupervisedChatStream(AsyncStream):
+    """The async sibling of :class:`SupervisedChatStream` (``async for``, ``await close()``, ``async with``)."""
 
     def __init__(self, primary: OpenAICompatiblePrimary, request: ChatRequest, settings: Settings) -> None:
-        super().__init__(primary, request, settings)
-        self._texts = arun_chunked(self._session, primary, request, settings.scorer)
-        self._chunks = self._generate()
-
-    async def _generate(self) -> AsyncGenerator[Any, None]:
-        async for text in self._texts:
-            yield self._factory.chunk(content=text)
-        for chunk in self._closing():
-            yield chunk
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self
-
-    async def __anext__(self) -> Any:
-        return await self._chunks.__anext__()
-
-    async def close(self) -> None:
-        await self._chunks.aclose()
-        await self._texts.aclose()
-
-    async def __aenter__(self) -> AsyncSupervisedChatStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        parts = _ChatStreamParts(primary, request, settings)
+        super().__init__(parts, arun_chunked(parts.session, primary, request, settings.scorer))
 
 
-class _SupervisedCompletions(GuardedResource):
-    """``chat.completions`` of a supervised client; ``asynchronous``: of an ``AsyncOpenAI`` client."""
+class _CompletionsBase(GuardedResource):
+    """What the sync and async ``chat.completions`` share: the primary, the settings, the request's checks."""
 
     def __init__(self, target: Any, primary: OpenAICompatiblePrimary, settings: Settings) -> None:
         super().__init__(target)
@@ -274,6 +231,8 @@ class _SupervisedCompletions(GuardedResource):
     def _request(self, kwargs: dict[str, Any]) -> ChatRequest:
         return ChatRequest(kwargs=_checked_kwargs(dict(kwargs)))
 
+
+class _SupervisedCompletions(_CompletionsBase):
     def create(self, **kwargs: Any) -> Any:
         """``chat.completions.create`` with the same arguments; text is supervised."""
         request = self._request(kwargs)
@@ -286,7 +245,7 @@ class _SupervisedCompletions(GuardedResource):
         return _completion(request, text, stream.supervision)
 
 
-class _AsyncSupervisedCompletions(_SupervisedCompletions):
+class _AsyncSupervisedCompletions(_CompletionsBase):
     async def create(self, **kwargs: Any) -> Any:
         """``await chat.completions.create(...)`` with the same arguments; text is supervised."""
         request = self._request(kwargs)
@@ -300,26 +259,18 @@ class _AsyncSupervisedCompletions(_SupervisedCompletions):
 
 
 class _SupervisedChat(Passthrough):
-    def __init__(self, target: Any, completions: _SupervisedCompletions) -> None:
+    def __init__(self, target: Any, completions: _CompletionsBase) -> None:
         super().__init__(target)
         self.completions = completions
 
 
-class SupervisedOpenAI(Passthrough):
-    """An ``openai.OpenAI`` client whose chat completions and responses are supervised."""
-
-    _completions: type[_SupervisedCompletions] = _SupervisedCompletions
+class _ClientBase(Passthrough):
+    """What the sync and async supervised clients share; each sibling names its resources and its I/O."""
 
     def __init__(self, client: Any, primary: OpenAICompatiblePrimary, settings: Settings) -> None:
         super().__init__(client)
         self._primary = primary
         self._settings = settings
-        self.chat = _SupervisedChat(client.chat, self._completions(client.chat.completions, primary, settings))
-        self.responses = self._responses(client, settings)
-
-    @staticmethod
-    def _responses(client: Any, settings: Settings) -> Any:
-        return SupervisedResponses(client.responses, settings, client)
 
     @property
     def unwrapped(self) -> Any:
@@ -331,20 +282,29 @@ class SupervisedOpenAI(Passthrough):
         """The chunk-controlled primary that supervised requests go through."""
         return self._primary
 
-    def with_options(self, **options: Any) -> Any:
+
+class SupervisedOpenAI(_ClientBase):
+    """An ``openai.OpenAI`` client whose chat completions and responses are supervised."""
+
+    def __init__(self, client: Any, primary: OpenAICompatiblePrimary, settings: Settings) -> None:
+        super().__init__(client, primary, settings)
+        self.chat = _SupervisedChat(client.chat, _SupervisedCompletions(client.chat.completions, primary, settings))
+        self.responses = SupervisedResponses(client.responses, settings, client)
+
+    def with_options(self, **options: Any) -> SupervisedOpenAI:
         client = self._target.with_options(**options)
-        return type(self)(client, self._primary.with_clients(client), self._settings)
+        return SupervisedOpenAI(client, self._primary.with_clients(client), self._settings)
 
 
-class AsyncSupervisedOpenAI(SupervisedOpenAI):
+class AsyncSupervisedOpenAI(_ClientBase):
     """An ``openai.AsyncOpenAI`` client whose chat completions and responses are supervised."""
 
-    _completions = _AsyncSupervisedCompletions
+    def __init__(self, client: Any, primary: OpenAICompatiblePrimary, settings: Settings) -> None:
+        super().__init__(client, primary, settings)
+        completions = _AsyncSupervisedCompletions(client.chat.completions, primary, settings)
+        self.chat = _SupervisedChat(client.chat, completions)
+        self.responses = AsyncSupervisedResponses(client.responses, settings, client)
 
-    @staticmethod
-    def _responses(client: Any, settings: Settings) -> Any:
-        return AsyncSupervisedResponses(client.responses, settings, client)
-
-    def with_options(self, **options: Any) -> Any:
+    def with_options(self, **options: Any) -> AsyncSupervisedOpenAI:
         client = self._target.with_options(**options)
-        return type(self)(client, self._primary.with_clients(async_client=client), self._settings)
+        return AsyncSupervisedOpenAI(client, self._primary.with_clients(async_client=client), self._settings)

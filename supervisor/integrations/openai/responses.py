@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import Any
 
 from supervisor.chunk_drivers import arun_chunked, run_chunked
 from supervisor.chunk_engine import UNLIMITED_TOKENS, ChunkEngine, chunk_engine
 from supervisor.errors import InputError
 from supervisor.events import GenerationResult
-from supervisor.integrations.openai.resources import GuardedResource, Settings
+from supervisor.integrations.openai.resources import AsyncStream, GuardedResource, Settings, StreamParts, SyncStream
 from supervisor.primaries.openai_responses import OpenAIResponsesPrimary, ResponsesRequest
 
 
@@ -130,105 +129,70 @@ class _EventFactory:
         return numbered
 
 
-class _ResponseStreamParts:
-    """What the sync and async Responses streams share: the session, the renumbered events, the report."""
+class _ResponseStreamParts(StreamParts):
+    """Responses API events, renumbered, around the released text; the closing events hold the final response."""
 
     def __init__(self, primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Settings) -> None:
-        self._session = _session(primary, request, settings)
+        super().__init__(_session(primary, request, settings))
         self._factory = _EventFactory(request)
         self.final_response: Any = None
         self._parts: list[str] = []
 
-    def _on_text(self, text: str) -> list[Any]:
+    def on_text(self, text: str) -> list[Any]:
         self._parts.append(text)
         return [*self._factory.preamble(), self._factory.delta(text)]
 
-    def _tail(self) -> list[Any]:
-        result = self._session.result
+    def closing(self) -> list[Any]:
+        result = self.session.result
         assert result is not None
         tail = [*self._factory.preamble(), *self._factory.tail("".join(self._parts), result)]
         self.final_response = tail[-1].response
         object.__setattr__(self.final_response, "supervision", result)
         return tail
 
-    @property
-    def supervision(self) -> GenerationResult | None:
-        return self._session.result
 
-
-class SupervisedResponseStream(_ResponseStreamParts):
+class SupervisedResponseStream(SyncStream):
     """Iterates Responses API stream events; text events carry released text only."""
 
     def __init__(self, primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Settings) -> None:
-        super().__init__(primary, request, settings)
-        self._texts = run_chunked(self._session, primary, request, settings.scorer)
-        self._events = self._generate()
+        self._response_parts = _ResponseStreamParts(primary, request, settings)
+        session = self._response_parts.session
+        super().__init__(self._response_parts, run_chunked(session, primary, request, settings.scorer))
 
-    def _generate(self) -> Generator[Any, None, None]:
-        for text in self._texts:
-            yield from self._on_text(text)
-        yield from self._tail()
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        return next(self._events)
-
-    def close(self) -> None:
-        self._events.close()
-        self._texts.close()
-
-    def __enter__(self) -> SupervisedResponseStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    @property
+    def final_response(self) -> Any:
+        """The ``Response`` of ``response.completed`` (with ``.supervision``), once the stream has ended."""
+        return self._response_parts.final_response
 
 
-class AsyncSupervisedResponseStream(_ResponseStreamParts):
-    """Async twin of :class:`SupervisedResponseStream`."""
+class AsyncSupervisedResponseStream(AsyncStream):
+    """The async sibling of :class:`SupervisedResponseStream`."""
 
     def __init__(self, primary: OpenAIResponsesPrimary, request: ResponsesRequest, settings: Settings) -> None:
-        super().__init__(primary, request, settings)
-        self._texts = arun_chunked(self._session, primary, request, settings.scorer)
-        self._events = self._generate()
+        self._response_parts = _ResponseStreamParts(primary, request, settings)
+        session = self._response_parts.session
+        super().__init__(self._response_parts, arun_chunked(session, primary, request, settings.scorer))
 
-    async def _generate(self) -> AsyncGenerator[Any, None]:
-        async for text in self._texts:
-            for event in self._on_text(text):
-                yield event
-        for event in self._tail():
-            yield event
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self
-
-    async def __anext__(self) -> Any:
-        return await self._events.__anext__()
-
-    async def close(self) -> None:
-        await self._events.aclose()
-        await self._texts.aclose()
-
-    async def __aenter__(self) -> AsyncSupervisedResponseStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    @property
+    def final_response(self) -> Any:
+        """The ``Response`` of ``response.completed`` (with ``.supervision``), once the stream has ended."""
+        return self._response_parts.final_response
 
 
-class SupervisedResponses(GuardedResource):
+class _ResponsesBase(GuardedResource):
+    """What the sync and async ``client.responses`` share: the settings and the primary."""
+
+    def __init__(self, target: Any, settings: Settings, primary: OpenAIResponsesPrimary) -> None:
+        super().__init__(target)
+        self._settings = settings
+        self._primary = primary
+
+
+class SupervisedResponses(_ResponsesBase):
     """``client.responses`` with a supervised ``create``; everything else passes through."""
 
     def __init__(self, target: Any, settings: Settings, client: Any) -> None:
-        super().__init__(target)
-        self._settings = settings
-        self._primary = self._primary_for(client)
-
-    @staticmethod
-    def _primary_for(client: Any) -> OpenAIResponsesPrimary:
-        return OpenAIResponsesPrimary(client=client)
+        super().__init__(target, settings, OpenAIResponsesPrimary(client=client))
 
     def create(self, **kwargs: Any) -> Any:
         request = ResponsesRequest(kwargs=_checked(dict(kwargs)))
@@ -241,12 +205,11 @@ class SupervisedResponses(GuardedResource):
         return stream.final_response
 
 
-class AsyncSupervisedResponses(SupervisedResponses):
+class AsyncSupervisedResponses(_ResponsesBase):
     """``client.responses`` of an ``AsyncOpenAI`` client with a supervised ``create``."""
 
-    @staticmethod
-    def _primary_for(client: Any) -> OpenAIResponsesPrimary:
-        return OpenAIResponsesPrimary(async_client=client)
+    def __init__(self, target: Any, settings: Settings, client: Any) -> None:
+        super().__init__(target, settings, OpenAIResponsesPrimary(async_client=client))
 
     async def create(self, **kwargs: Any) -> Any:
         request = ResponsesRequest(kwargs=_checked(dict(kwargs)))
